@@ -1,0 +1,553 @@
+#!/usr/bin/env python3
+"""Benchmark Python FUSE bindings (mfusepy vs fusepy) on libfuse 2 and libfuse 3.
+
+A trivial filesystem is mounted in a *subprocess* (so the client and the daemon
+do not share a GIL) at a temporary mountpoint:
+
+  /zero       regular file of --size-mib MiB; read() returns zeros
+  /w*         files created by the client; write() discards the data and only
+              records the size of every write() call that reaches the daemon
+  /d/<any>    every name under /d exists (regular file), for stat benchmarks
+  /.dump<k>   looking this up makes the daemon dump its counters to a JSON file
+              (and then answers ENOENT, which libfuse does not cache)
+
+Client workload per configuration (each phase takes well under a few seconds):
+
+  write      open /w, --size-mib x os.write(1 MiB), close   (same syscalls as
+             `dd if=/dev/zero of=MNT/w bs=1M count=N`)
+  read       open /zero, os.read(1 MiB) until EOF, close
+  stat       os.stat() on --stat-n distinct paths /d/s<i>  (1 LOOKUP each)
+  pstat      the same with 4 client threads on other distinct paths
+  pwrite     2 client threads each writing half of --size-mib to /w0, /w1
+
+The mount is ALWAYS removed in a `finally` (fusermount -u / fusermount3 -u,
+lazy unmount as a fallback) and the daemon subprocess is killed by pid.
+
+Usage:
+  python3 bench/fuse_binding.py matrix [--size-mib 256] [--stat-n 20000] [--json out.json]
+  python3 bench/fuse_binding.py run --binding mfusepy --libfuse 3 --threads mt \
+          -o max_write=1048576 [--want-writeback-cache] [--read-ahead-kb 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import ctypes.util
+import errno
+import json
+import mmap
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+MIB = 1 << 20
+FUSE_CAP_WRITEBACK_CACHE = 1 << 16  # libfuse 3 fuse_common.h
+LIBS = {'2': 'libfuse.so.2', '3': 'libfuse3.so.3'}
+FUSERMOUNT = {'2': 'fusermount', '3': 'fusermount3'}
+
+
+# --------------------------------------------------------------------------- daemon side
+
+
+def serve(args: argparse.Namespace) -> None:
+    lib = ctypes.util.find_library('fuse' if args.libfuse == '2' else 'fuse3') or LIBS[args.libfuse]
+    os.environ['FUSE_LIBRARY_PATH'] = lib  # honoured by both mfusepy and fusepy
+    if args.binding == 'mfusepy':
+        import mfusepy as fb
+    else:
+        import fuse as fb  # fusepy
+
+    import warnings
+
+    warnings.simplefilter('ignore', DeprecationWarning)
+
+    zsize = args.size_mib * MIB
+    stats_path = args.stats
+    NS = 1_700_000_000 * 10**9
+    DIR = {'st_mode': stat.S_IFDIR | 0o755, 'st_nlink': 2, 'st_mtime': NS, 'st_ctime': NS, 'st_atime': NS}
+    SFILE = {'st_mode': stat.S_IFREG | 0o644, 'st_nlink': 1, 'st_size': 4096,
+             'st_mtime': NS, 'st_ctime': NS, 'st_atime': NS}
+
+    class BenchFS(fb.Operations):
+        use_ns = True
+
+        def __init__(self) -> None:
+            self.files: dict[str, int] = {'/zero': zsize}
+            self.writes: list[int] = []  # list.append is atomic under the GIL
+            self.reads: list[int] = []
+            self.getattrs: list[int] = []
+            self.getxattrs: list[int] = []
+            self.conn: dict = {}
+            self.zeros: dict[int, bytes] = {}
+
+        def _dump(self) -> None:
+            data = {
+                'write': collections.Counter(self.writes),
+                'read': collections.Counter(self.reads),
+                'n_getattr': len(self.getattrs),
+                'n_getxattr': len(self.getxattrs),
+                'conn': self.conn,
+                'binding_version': getattr(fb, '__version__', None),
+                'fuse_version': getattr(fb, 'fuse_version_major', None),
+            }
+            tmp = stats_path + '.tmp'
+            with open(tmp, 'w') as f:
+                json.dump(data, f)
+            os.replace(tmp, stats_path)
+
+        # --- init: mfusepy passes fuse_conn_info (+ fuse_config on libfuse3) ----------------
+        def init_with_config(self, conn, config) -> None:  # mfusepy only
+            def snap(obj, names):
+                return {n: getattr(obj, n) for n in names if hasattr(obj, n)}
+
+            names = ['proto_major', 'proto_minor', 'async_read', 'max_write', 'max_read', 'max_readahead',
+                     'capable', 'want', 'max_background', 'congestion_threshold', 'time_gran']
+            self.conn['before'] = snap(conn, names)
+            if args.want_writeback_cache:
+                if conn.capable & FUSE_CAP_WRITEBACK_CACHE:
+                    conn.want |= FUSE_CAP_WRITEBACK_CACHE
+                else:
+                    self.conn['error'] = 'FUSE_CAP_WRITEBACK_CACHE not in capable'
+            if args.conn_max_write:
+                conn.max_write = args.conn_max_write
+            if args.conn_max_background:
+                conn.max_background = args.conn_max_background
+            self.conn['after'] = snap(conn, names)
+            if config is not None:
+                self.conn['config'] = snap(config, ['entry_timeout', 'negative_timeout', 'attr_timeout',
+                                                    'kernel_cache', 'auto_cache', 'direct_io', 'use_ino',
+                                                    'nullpath_ok'])
+
+        if args.binding != 'mfusepy':
+            del init_with_config
+
+            def init(self, path):  # fusepy: no access to fuse_conn_info
+                self.conn['note'] = 'fusepy init(path) gets no fuse_conn_info'
+
+            def getxattr(self, path, name, position=0):
+                # fusepy's Operations base class defines getxattr (ENOTSUP) anyway; count the calls.
+                self.getxattrs.append(1)
+                raise fb.FuseOSError(errno.ENODATA)
+
+        def getattr(self, path, fh=None):
+            self.getattrs.append(1)
+            if path.startswith('/d/'):
+                return SFILE
+            if path == '/' or path == '/d':
+                return DIR
+            size = self.files.get(path)
+            if size is not None:
+                return {'st_mode': stat.S_IFREG | 0o644, 'st_nlink': 1, 'st_size': size,
+                        'st_mtime': NS, 'st_ctime': NS, 'st_atime': NS}
+            if path.startswith('/.dump'):
+                self._dump()
+            raise fb.FuseOSError(errno.ENOENT)
+
+        def readdir(self, path, fh):
+            if path == '/':
+                return ['.', '..', 'd'] + [p[1:] for p in self.files]
+            return ['.', '..']
+
+        def open(self, path, flags):
+            if path not in self.files:
+                raise fb.FuseOSError(errno.ENOENT)
+            return 0
+
+        def create(self, path, mode, fi=None):
+            self.files[path] = 0
+            return 0
+
+        def truncate(self, path, length, fh=None):
+            self.files[path] = length
+            return 0
+
+        def read(self, path, size, offset, fh):
+            self.reads.append(size)
+            n = min(size, max(0, self.files.get(path, 0) - offset))
+            z = self.zeros.get(n)
+            if z is None:
+                z = self.zeros[n] = bytes(n)
+            return z
+
+        def write(self, path, data, offset, fh):
+            n = len(data)
+            self.writes.append(n)
+            if offset + n > self.files.get(path, 0):
+                self.files[path] = offset + n
+            return n
+
+        def flush(self, path, fh):
+            return 0
+
+        def utimens(self, path, times=None):  # needed with writeback_cache (kernel sends SETATTR mtime)
+            return 0
+
+        def chmod(self, path, mode):
+            return 0
+
+        def chown(self, path, uid, gid):
+            return 0
+
+        def release(self, path, fh):
+            return 0
+
+    kwargs = {}
+    for o in args.opt:
+        k, _, v = o.partition('=')
+        kwargs[k] = int(v) if v.isdigit() else (v if v else True)
+    fb.FUSE(BenchFS(), args.mnt, foreground=True, nothreads=(args.threads == 'st'), **kwargs)
+
+
+# --------------------------------------------------------------------------- client side
+
+
+def proc_cpu(pid: int) -> float:
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    except OSError:
+        return float('nan')
+
+
+def percentile(counter: dict, q: float) -> int | None:
+    items = sorted((int(k), v) for k, v in counter.items())
+    total = sum(v for _, v in items)
+    if not total:
+        return None
+    acc = 0
+    for k, v in items:
+        acc += v
+        if acc >= q * total:
+            return k
+    return items[-1][0]
+
+
+def delta(after: dict, before: dict) -> dict:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+class Mount:
+    def __init__(self, cfg: dict, size_mib: int, verbose: bool = False) -> None:
+        self.cfg = cfg
+        self.size_mib = size_mib
+        self.tmp = tempfile.mkdtemp(prefix='fusebench-')
+        self.mnt = os.path.join(self.tmp, 'mnt')
+        os.mkdir(self.mnt)
+        self.stats = os.path.join(self.tmp, 'stats.json')
+        self.log = os.path.join(self.tmp, 'daemon.log')
+        self.proc: subprocess.Popen | None = None
+        self.dump_k = 0
+        self.verbose = verbose
+
+    def start(self) -> None:
+        c = self.cfg
+        cmd = [sys.executable, os.path.abspath(__file__), '_serve', '--binding', c['binding'],
+               '--libfuse', c['libfuse'], '--threads', c['threads'], '--mnt', self.mnt,
+               '--stats', self.stats, '--size-mib', str(self.size_mib)]
+        for o in c.get('opts', []):
+            cmd += ['-o', o]
+        if c.get('want_writeback_cache'):
+            cmd.append('--want-writeback-cache')
+        if c.get('conn_max_write'):
+            cmd += ['--conn-max-write', str(c['conn_max_write'])]
+        self.logf = open(self.log, 'w')
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f'daemon exited with {self.proc.returncode}: {self.read_log()}')
+            if os.path.ismount(self.mnt):
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f'mount did not appear: {self.read_log()}')
+
+    def read_log(self) -> str:
+        try:
+            with open(self.log) as f:
+                return f.read()[-3000:]
+        except OSError:
+            return ''
+
+    def snapshot(self) -> dict:
+        self.dump_k += 1
+        try:
+            os.stat(os.path.join(self.mnt, f'.dump{self.dump_k}'))
+        except FileNotFoundError:
+            pass
+        with open(self.stats) as f:
+            return json.load(f)
+
+    def bdi_read_ahead(self, kb: int) -> None:
+        st = os.stat(self.mnt)
+        path = f'/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb'
+        with open(path, 'w') as f:
+            f.write(str(kb))
+
+    def abort(self) -> None:
+        """Watchdog: kill the daemon so that blocked client syscalls fail with ENOTCONN."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        fm = FUSERMOUNT[self.cfg['libfuse']]
+        try:
+            if os.path.ismount(self.mnt) or self._in_proc_mounts():
+                r = subprocess.run([fm, '-u', self.mnt], capture_output=True, text=True, timeout=20)
+                if r.returncode != 0:
+                    subprocess.run([fm, '-u', '-z', self.mnt], capture_output=True, timeout=20)
+        finally:
+            if self.proc is not None:
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(timeout=10)
+            if self._in_proc_mounts():  # last resort
+                subprocess.run([fm, '-u', '-z', self.mnt], capture_output=True, timeout=20)
+            self.logf.close()
+            if not self.verbose:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _in_proc_mounts(self) -> bool:
+        with open('/proc/mounts') as f:
+            return any(line.split()[1] == self.mnt for line in f)
+
+
+def write_file(path: str, nmib: int) -> None:
+    # Like dd: a page-aligned buffer that has been touched (dd fills it from /dev/zero first).
+    # An untouched calloc'ed buffer makes the kernel split the first MiB at every page fault
+    # (4048 + 48 byte writes) and an unaligned one splits every direct_io write into 1020K + 4K.
+    buf = mmap.mmap(-1, MIB)
+    buf.write(b'\xa5' * MIB)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for _ in range(nmib):
+            os.write(fd, buf)
+    finally:
+        os.close(fd)
+
+
+def read_file(path: str) -> int:
+    buf = mmap.mmap(-1, MIB)  # page-aligned like dd's buffer (matters for direct_io request sizes)
+    fd = os.open(path, os.O_RDONLY)
+    n = 0
+    try:
+        while True:
+            k = os.readv(fd, [buf])
+            if not k:
+                break
+            n += k
+    finally:
+        os.close(fd)
+    return n
+
+
+def run_threads(fn, argss) -> None:
+    errs = []
+
+    def wrap(a):
+        try:
+            fn(*a)
+        except BaseException as e:  # noqa: BLE001
+            errs.append(e)
+
+    ts = [threading.Thread(target=wrap, args=(a,)) for a in argss]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errs:
+        raise errs[0]
+
+
+def stat_many(prefix: str, n: int) -> None:
+    st = os.stat
+    for i in range(n):
+        st(f'{prefix}{i}')
+
+
+def run_config(cfg: dict, size_mib: int, stat_n: int, reps: int = 3, timeout: float = 180,
+               verbose: bool = False) -> dict:
+    m = Mount(cfg, size_mib, verbose)
+    res: dict = {'cfg': cfg}
+    watchdog = threading.Timer(timeout, m.abort)
+    watchdog.daemon = True
+    try:
+        m.start()
+        watchdog.start()
+        pid = m.proc.pid
+        if cfg.get('read_ahead_kb'):
+            m.bdi_read_ahead(cfg['read_ahead_kb'])
+        s0 = m.snapshot()
+        res['conn'] = s0['conn']
+        res['binding_fuse_major'] = s0['fuse_version']
+
+        def phase(name, fn, nbytes=None, nstat=None):
+            """Run fn(rep) `reps` times; report the median rate, sizes/calls summed over all reps / reps."""
+            before = m.snapshot()
+            c0 = proc_cpu(pid)
+            times = []
+            for rep in range(reps):
+                t0 = time.perf_counter()
+                fn(rep)
+                times.append(time.perf_counter() - t0)
+            c1 = proc_cpu(pid)
+            after = m.snapshot()
+            med = sorted(times)[len(times) // 2]
+            r = {'seconds': [round(t, 4) for t in times], 'daemon_cpu_s_per_rep': round((c1 - c0) / reps, 3)}
+            if nbytes:
+                r['MBps'] = round(nbytes / MIB / med, 1)
+                r['MBps_all'] = [round(nbytes / MIB / t, 1) for t in times]
+            if nstat:
+                r['ops_per_s'] = round(nstat / med)
+                r['ops_per_s_all'] = [round(nstat / t) for t in times]
+            for key in ('write', 'read'):
+                d = delta(after[key], before[key])
+                if d:
+                    r[f'{key}_sizes'] = dict(sorted(((int(k), v) for k, v in d.items()), key=lambda kv: -kv[1])[:6])
+                    r[f'{key}_calls_per_rep'] = sum(d.values()) / reps
+                    r[f'{key}_p50'] = percentile(d, 0.5)
+                    r[f'{key}_max'] = max(int(k) for k in d)
+            r['getattr_calls_per_rep'] = (after['n_getattr'] - before['n_getattr'] - 1) / reps
+            r['getxattr_calls_per_rep'] = (after['n_getxattr'] - before['n_getxattr']) / reps
+            res[name] = r
+
+        mnt = m.mnt
+        half = size_mib // 2
+        phase('write', lambda rep: write_file(f'{mnt}/w', size_mib), nbytes=size_mib * MIB)
+        phase('read', lambda rep: read_file(f'{mnt}/zero'), nbytes=size_mib * MIB)
+        phase('stat', lambda rep: stat_many(f'{mnt}/d/s{rep}_', stat_n), nstat=stat_n)
+        phase('pstat', lambda rep: run_threads(stat_many, [(f'{mnt}/d/p{rep}_{t}_', stat_n // 4) for t in range(4)]),
+              nstat=stat_n // 4 * 4)
+        phase('pwrite', lambda rep: run_threads(write_file, [(f'{mnt}/w{t}', half) for t in range(2)]),
+              nbytes=half * 2 * MIB)
+    except Exception as e:  # noqa: BLE001
+        res['error'] = f'{type(e).__name__}: {e}'
+        res['daemon_log'] = m.read_log()
+    finally:
+        watchdog.cancel()
+        m.stop()
+    return res
+
+
+def matrix_configs(include_fusepy3: bool) -> list[dict]:
+    cfgs = []
+    lib2_opts = [('default', []), ('big_writes', ['big_writes']),
+                 ('big_writes,max_write=1M', ['big_writes', 'max_write=1048576'])]
+    # libfuse 3's high-level fuse_main() rejects `-o max_write=...` ("unknown option"): the conn options
+    # are only parsed by fuse_parse_conn_info_opts(). max_write is set in init via conn.max_write instead.
+    lib3_opts = [('default (max_write 1M)', [], {}),
+                 ('init conn.max_write=128K', [], {'conn_max_write': 131072}),
+                 ('init conn.max_write=1M', [], {'conn_max_write': MIB}),
+                 ('1M + writeback_cache (init conn.want)', [], {'conn_max_write': MIB, 'want_writeback_cache': True}),
+                 ('1M + bdi read_ahead_kb=1024', [], {'conn_max_write': MIB, 'read_ahead_kb': 1024}),
+                 ('1M + direct_io', ['direct_io'], {'conn_max_write': MIB})]
+    for binding in ('mfusepy', 'fusepy'):
+        for threads in ('st', 'mt'):
+            for label, opts in lib2_opts:
+                cfgs.append({'binding': binding, 'libfuse': '2', 'threads': threads, 'label': label, 'opts': opts})
+    for threads in ('st', 'mt'):
+        for label, opts, extra in lib3_opts:
+            cfgs.append({'binding': 'mfusepy', 'libfuse': '3', 'threads': threads, 'label': label, 'opts': opts,
+                         **extra})
+    if include_fusepy3:
+        cfgs.append({'binding': 'fusepy', 'libfuse': '3', 'threads': 'mt', 'label': 'default (unsupported)',
+                     'opts': []})
+    return cfgs
+
+
+def fmt_row(r: dict) -> str:
+    c = r['cfg']
+    head = f"| {c['binding']} | {c['libfuse']} | {c['threads']} | {c['label']} "
+    if 'error' in r:
+        return head + '| ' + r['error'].replace('|', '/').replace('\n', ' ')[:100] + ' |' + ' |' * 7
+    w, rd, s, ps, pw = r['write'], r['read'], r['stat'], r['pstat'], r['pwrite']
+
+    def k(n):
+        return '-' if n is None else (f'{n // 1024}K' if n >= 1024 else str(n))
+
+    return (head + f"| {k(w.get('write_p50'))} / {k(w.get('write_max'))} | {w.get('write_calls_per_rep'):.0f} "
+            f"| {w['MBps']} | {pw['MBps']} | {k(rd.get('read_p50'))} / {k(rd.get('read_max'))} | {rd['MBps']} "
+            f"| {s['ops_per_s']} | {ps['ops_per_s']} |")
+
+
+TABLE_HEAD = ('| binding | libfuse | loop | options | write size p50 / max | write calls | write MB/s '
+              '| 2-thread write MB/s | read size p50 / max | read MB/s | stat/s | 4-thread stat/s |\n'
+              '|---|---|---|---|---|---|---|---|---|---|---|---|')
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest='cmd', required=True)
+
+    sv = sub.add_parser('_serve', help='internal: run the daemon')
+    sv.add_argument('--binding', choices=['mfusepy', 'fusepy'], required=True)
+    sv.add_argument('--libfuse', choices=['2', '3'], required=True)
+    sv.add_argument('--threads', choices=['st', 'mt'], default='mt')
+    sv.add_argument('--mnt', required=True)
+    sv.add_argument('--stats', required=True)
+    sv.add_argument('--size-mib', type=int, default=256)
+    sv.add_argument('-o', '--opt', action='append', default=[])
+    sv.add_argument('--want-writeback-cache', action='store_true')
+    sv.add_argument('--conn-max-write', type=int, default=0)
+    sv.add_argument('--conn-max-background', type=int, default=0)
+
+    for name in ('run', 'matrix'):
+        p = sub.add_parser(name)
+        p.add_argument('--size-mib', type=int, default=256)
+        p.add_argument('--stat-n', type=int, default=20000)
+        p.add_argument('--reps', type=int, default=3, help='repetitions of each phase (median reported)')
+        p.add_argument('--json', help='write raw results here')
+        p.add_argument('--timeout', type=float, default=180, help='per-configuration watchdog (s)')
+        p.add_argument('-v', '--verbose', action='store_true', help='keep temp dir / daemon log')
+        if name == 'run':
+            p.add_argument('--binding', choices=['mfusepy', 'fusepy'], default='mfusepy')
+            p.add_argument('--libfuse', choices=['2', '3'], default='3')
+            p.add_argument('--threads', choices=['st', 'mt'], default='mt')
+            p.add_argument('-o', '--opt', action='append', default=[])
+            p.add_argument('--want-writeback-cache', action='store_true')
+            p.add_argument('--conn-max-write', type=int, default=0)
+            p.add_argument('--read-ahead-kb', type=int, default=0)
+        else:
+            p.add_argument('--include-fusepy-libfuse3', action='store_true',
+                           help='also try fusepy against libfuse3 (unsupported, expected to fail)')
+            p.add_argument('--only', help='substring filter on "binding/libfuse/threads/label"')
+
+    args = ap.parse_args()
+    if args.cmd == '_serve':
+        serve(args)
+        return
+
+    if args.cmd == 'run':
+        cfgs = [{'binding': args.binding, 'libfuse': args.libfuse, 'threads': args.threads,
+                 'label': ','.join(args.opt) or 'default', 'opts': args.opt,
+                 'want_writeback_cache': args.want_writeback_cache, 'conn_max_write': args.conn_max_write,
+                 'read_ahead_kb': args.read_ahead_kb}]
+    else:
+        cfgs = matrix_configs(args.include_fusepy_libfuse3)
+        if args.only:
+            cfgs = [c for c in cfgs if args.only in f"{c['binding']}/{c['libfuse']}/{c['threads']}/{c['label']}"]
+
+    results = []
+    print(TABLE_HEAD, flush=True)
+    for cfg in cfgs:
+        r = run_config(cfg, args.size_mib, args.stat_n, args.reps, args.timeout, args.verbose)
+        results.append(r)
+        print(fmt_row(r), flush=True)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=1)
+    if args.cmd == 'run':
+        print(json.dumps(results[0], indent=1))
+
+
+if __name__ == '__main__':
+    main()

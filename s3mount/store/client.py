@@ -1,0 +1,287 @@
+"""S3Client: the S3 operations s3mount needs, each one request through the shared transport.
+
+Head, ranged GET (into a buffer or a file), PUT, ListObjectsV2, CopyObject, DeleteObject, the
+multipart calls and tagging. Uploads carry Content-MD5, which the server verifies; downloads
+check their length.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.header
+import email.utils
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+from . import xml
+from .errors import IntegrityError, S3Error, ServerError
+from .transport import Transport, quote_key
+
+META_PREFIX = "x-amz-meta-"
+# Headers describing content that a metadata replacement must carry forward.
+CONTENT_HEADERS = ("content-type", "content-encoding", "content-disposition", "cache-control",
+                   "content-language", "expires")
+SSE_HEADERS = ("x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
+               "x-amz-server-side-encryption-bucket-key-enabled")
+
+
+def encode_meta_value(value: str) -> str:
+    """HTTP headers carry ASCII; other text goes as an RFC 2047 encoded word, as S3 itself does."""
+    if value.isascii() and value.isprintable():
+        return value
+    return email.header.Header(value, "utf-8").encode(maxlinelen=10**6).replace("\n", "")
+
+
+def decode_meta_value(raw: str) -> str:
+    if raw.startswith("=?") and raw.endswith("?="):
+        try:
+            return str(email.header.make_header(email.header.decode_header(raw)))
+        except (ValueError, LookupError, UnicodeDecodeError):
+            return raw
+    if not raw.isascii():  # raw UTF-8 bytes that the HTTP library decoded as latin-1
+        try:
+            return raw.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return raw
+    return raw
+
+
+def content_md5(body: bytes | memoryview) -> str:
+    return base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
+@dataclass
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    mtime: float
+    metadata: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+    @property
+    def is_multipart(self) -> bool:
+        return "-" in self.etag
+
+
+def _info_from_headers(key: str, headers: Mapping[str, str]) -> ObjectInfo:
+    lower = {k.lower(): v for k, v in headers.items()}
+    meta = {k: decode_meta_value(v) for k, v in lower.items() if k.startswith(META_PREFIX)}
+    mtime = 0.0
+    if "last-modified" in lower:
+        parsed = email.utils.parsedate_to_datetime(lower["last-modified"])
+        mtime = parsed.timestamp()
+    size = int(lower.get("content-length", "0"))
+    if "content-range" in lower and "/" in lower["content-range"]:
+        total = lower["content-range"].rsplit("/", 1)[1]
+        if total.isdigit():
+            size = int(total)
+    return ObjectInfo(key=key, size=size, etag=lower.get("etag", "").strip('"'), mtime=mtime,
+                      metadata=meta, headers=lower)
+
+
+def _encode_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    out = {}
+    for k, v in (headers or {}).items():
+        k = k.lower()
+        v = str(v)
+        out[k] = encode_meta_value(v) if k.startswith(META_PREFIX) else v
+    return out
+
+
+def copy_source(bucket: str, key: str) -> str:
+    return f"/{bucket}/{quote_key(key)}"
+
+
+class S3Client:
+    def __init__(self, transport: Transport):
+        self.t = transport
+        self._http = transport.conn.endpoint_info.scheme == "http"
+
+    def _body_headers(self, body: bytes | memoryview, headers: dict[str, str]) -> str | None:
+        headers["content-md5"] = content_md5(body)
+        # Over plain http SigV4 signs the payload; hash it once here rather than per attempt.
+        return hashlib.sha256(body).hexdigest() if self._http else None
+
+    # -- reading -------------------------------------------------------------------------------
+    def head(self, bucket: str, key: str, *, if_match: str | None = None) -> ObjectInfo:
+        headers = {"if-match": f'"{if_match}"'} if if_match else None
+        resp = self.t.request("HEAD", bucket, key, operation="HeadObject", headers=headers)
+        return _info_from_headers(key, resp.headers)
+
+    def get_bytes(self, bucket: str, key: str, start: int | None = None, end: int | None = None,
+                  *, if_match: str | None = None) -> tuple[bytes, ObjectInfo]:
+        """GET the whole object, or bytes [start, end) of it; checks the length it got."""
+        headers = {}
+        if start is not None:
+            headers["range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        if if_match:
+            headers["if-match"] = f'"{if_match}"'
+
+        def attempt():
+            resp = self.t.send("GET", bucket, key, operation="GetObject", headers=headers,
+                               expect=(200, 206))
+            data = resp.content
+            self.t.stats.add_down(len(data))
+            want = int(resp.headers.get("content-length", len(data)))
+            if len(data) != want:
+                raise IntegrityError(f"short body: got {len(data)} of {want} bytes")
+            return data, _info_from_headers(key, resp.headers)
+        return self.t.call("GetObject", bucket, key, attempt)
+
+    def get_into_file(self, bucket: str, key: str, fd: int, start: int, length: int,
+                      *, if_match: str | None = None, chunk: int = 1024 * 1024) -> None:
+        """Write object bytes [start, start+length) at the same offset of `fd`; retried whole."""
+        headers = {"range": f"bytes={start}-{start + length - 1}"}
+        if if_match:
+            headers["if-match"] = f'"{if_match}"'
+
+        def attempt():
+            resp = self.t.send("GET", bucket, key, operation="GetObject", headers=headers,
+                               expect=(200, 206), stream=True)
+            try:
+                got = 0
+                buf = bytearray(min(chunk, length) or 1)
+                view = memoryview(buf)
+                while got < length:
+                    n = resp.raw.readinto(view[:min(len(buf), length - got)])
+                    if not n:
+                        break
+                    os.pwrite(fd, view[:n], start + got)
+                    got += n
+                self.t.stats.add_down(got)
+                if got != length:
+                    raise IntegrityError(f"short body: got {got} of {length} bytes")
+            finally:
+                resp.close()
+        self.t.call("GetObject", bucket, key, attempt)
+
+    def list_page(self, bucket: str, prefix: str = "", delimiter: str | None = "/",
+                  token: str | None = None, max_keys: int = 1000,
+                  start_after: str | None = None) -> xml.ListPage:
+        params = {"list-type": "2", "max-keys": str(max_keys), "encoding-type": "url"}
+        if prefix:
+            params["prefix"] = prefix
+        if delimiter:
+            params["delimiter"] = delimiter
+        if token:
+            params["continuation-token"] = token
+        if start_after:
+            params["start-after"] = start_after
+        resp = self.t.request("GET", bucket, None, operation="ListObjectsV2", params=params)
+        return xml.parse_list_v2(resp.content)
+
+    def list_all(self, bucket: str, prefix: str = "", delimiter: str | None = "/"
+                 ) -> Iterator[xml.ListPage]:
+        token = None
+        while True:
+            page = self.list_page(bucket, prefix, delimiter, token)
+            yield page
+            if not page.next_token:
+                return
+            token = page.next_token
+
+    def get_tagging(self, bucket: str, key: str) -> dict[str, str] | None:
+        """The object's tags, or None where the server does not support tagging."""
+        try:
+            resp = self.t.request("GET", bucket, key, operation="GetObjectTagging",
+                                  params={"tagging": None})
+        except S3Error as e:
+            if e.status in (400, 404, 405, 501) and e.code not in ("NoSuchKey", "NoSuchBucket"):
+                return None
+            raise
+        return xml.parse_tagging(resp.content)
+
+    # -- writing -------------------------------------------------------------------------------
+    def put(self, bucket: str, key: str, body: bytes | memoryview,
+            headers: Mapping[str, str] | None = None, *, if_match: str | None = None,
+            if_none_match: str | None = None) -> str:
+        hdrs = _encode_headers(headers)
+        if if_match:
+            hdrs["if-match"] = f'"{if_match}"'
+        if if_none_match:
+            hdrs["if-none-match"] = if_none_match
+        sha = self._body_headers(body, hdrs)
+        resp = self.t.request("PUT", bucket, key, operation="PutObject", headers=hdrs, body=body,
+                              payload_sha256=sha)
+        return resp.headers.get("etag", "").strip('"')
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.t.request("DELETE", bucket, key, operation="DeleteObject", expect=(200, 204))
+
+    def copy(self, src_bucket: str, src_key: str, bucket: str, key: str,
+             headers: Mapping[str, str] | None = None, *, replace_metadata: bool,
+             if_match: str | None = None) -> str:
+        hdrs = _encode_headers(headers)
+        hdrs["x-amz-copy-source"] = copy_source(src_bucket, src_key)
+        hdrs["x-amz-metadata-directive"] = "REPLACE" if replace_metadata else "COPY"
+        if if_match:
+            hdrs["x-amz-copy-source-if-match"] = f'"{if_match}"'
+        return self._copy_like("CopyObject", bucket, key, hdrs, None)
+
+    def _copy_like(self, operation: str, bucket: str, key: str, hdrs: dict[str, str],
+                   params: dict | None) -> str:
+        def attempt():
+            resp = self.t.send("PUT", bucket, key, operation=operation, headers=hdrs, params=params)
+            body = resp.content
+            if xml.is_error_document(body):  # a 200 that failed half-way: S3 says retry
+                code, message, rid = xml.parse_error(body)
+                raise ServerError(message or "copy failed", code=code, request_id=rid, status=200)
+            return xml.parse_etag_result(body)
+        return self.t.call(operation, bucket, key, attempt)
+
+    # -- multipart -----------------------------------------------------------------------------
+    def create_multipart(self, bucket: str, key: str, headers: Mapping[str, str] | None = None) -> str:
+        resp = self.t.request("POST", bucket, key, operation="CreateMultipartUpload",
+                              headers=_encode_headers(headers), params={"uploads": None})
+        return xml.parse_initiate_multipart(resp.content)
+
+    def upload_part(self, bucket: str, key: str, upload_id: str, part_number: int,
+                    body: bytes | memoryview) -> str:
+        hdrs: dict[str, str] = {}
+        sha = self._body_headers(body, hdrs)
+        resp = self.t.request("PUT", bucket, key, operation="UploadPart", headers=hdrs, body=body,
+                              payload_sha256=sha,
+                              params={"partNumber": str(part_number), "uploadId": upload_id})
+        etag = resp.headers.get("etag", "").strip('"')
+        if not etag:
+            raise IntegrityError("UploadPart answer has no ETag", bucket=bucket, key=key)
+        return etag
+
+    def upload_part_copy(self, bucket: str, key: str, upload_id: str, part_number: int,
+                         src_bucket: str, src_key: str, start: int, end: int,
+                         *, if_match: str | None = None) -> str:
+        """Copy source bytes [start, end) into a part."""
+        hdrs = {"x-amz-copy-source": copy_source(src_bucket, src_key),
+                "x-amz-copy-source-range": f"bytes={start}-{end - 1}"}
+        if if_match:
+            hdrs["x-amz-copy-source-if-match"] = f'"{if_match}"'
+        return self._copy_like("UploadPartCopy", bucket, key, hdrs,
+                               {"partNumber": str(part_number), "uploadId": upload_id})
+
+    def complete_multipart(self, bucket: str, key: str, upload_id: str,
+                           parts: list[tuple[int, str]]) -> str:
+        body = xml.complete_multipart_body(parts)
+        hdrs: dict[str, str] = {"content-type": "application/xml"}
+        sha = self._body_headers(body, hdrs)
+
+        def attempt():
+            resp = self.t.send("POST", bucket, key, operation="CompleteMultipartUpload",
+                               headers=hdrs, body=body, payload_sha256=sha,
+                               params={"uploadId": upload_id})
+            data = resp.content
+            if xml.is_error_document(data):
+                code, message, rid = xml.parse_error(data)
+                raise ServerError(message or "complete failed", code=code, request_id=rid, status=200)
+            return xml.parse_etag_result(data)
+        return self.t.call("CompleteMultipartUpload", bucket, key, attempt)
+
+    def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
+        self.t.request("DELETE", bucket, key, operation="AbortMultipartUpload",
+                       params={"uploadId": upload_id}, expect=(200, 204))

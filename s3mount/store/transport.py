@@ -1,0 +1,179 @@
+"""HTTP to S3: one pooled requests session, SigV4 signing by botocore, and the one retry loop.
+
+Every request of the store goes through `Transport.call`, so backoff, re-signing, error typing and
+failure logging happen in exactly one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Callable, Mapping, TypeVar
+from urllib.parse import quote
+
+import requests
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+
+from . import xml
+from .config import S3Connection
+from .errors import (NotFoundError, PreconditionFailedError, RemoteStoreError, TransportError,
+                     error_from_response)
+
+log = logging.getLogger("s3mount.store")
+
+T = TypeVar("T")
+
+# Counters the mount's `stats` command reads; plain ints guarded by one lock.
+class Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.retries = 0
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    def count(self, operation: str, up: int = 0) -> None:
+        with self.lock:
+            self.requests[operation] = self.requests.get(operation, 0) + 1
+            self.bytes_up += up
+
+    def add_down(self, n: int) -> None:
+        with self.lock:
+            self.bytes_down += n
+
+    def error(self, operation: str) -> None:
+        with self.lock:
+            self.errors[operation] = self.errors.get(operation, 0) + 1
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {"requests": dict(self.requests), "errors": dict(self.errors),
+                    "retries": self.retries, "bytes_up": self.bytes_up,
+                    "bytes_down": self.bytes_down}
+
+
+class _Signer(S3SigV4Auth):
+    """SigV4 for S3, reusing a payload hash the caller already computed."""
+
+    def payload(self, request):
+        precomputed = request.context.get("payload_sha256")
+        if precomputed and self._should_sha256_sign_payload(request):
+            return precomputed
+        return super().payload(request)
+
+
+def quote_key(key: str) -> str:
+    # '.' and '..' segments are sent percent-encoded so no HTTP layer normalises them away.
+    segments = quote(key, safe="/~").split("/")
+    return "/".join("%2E" * len(s) if s in (".", "..") else s for s in segments)
+
+
+# Outcomes the callers expect and handle; not worth a warning in the log.
+_QUIET = (NotFoundError, PreconditionFailedError)
+
+
+class Transport:
+    def __init__(self, connection: S3Connection, *, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
+                 jitter: Callable[[], float] = random.random):
+        self.conn = connection
+        self.sleep, self.clock, self.jitter = sleep, clock, jitter
+        self.stats = Stats()
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4,
+                                                pool_maxsize=connection.max_connections,
+                                                max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.verify = connection.verify_tls
+        self.session.trust_env = False  # proxies from env would silently reroute; not wanted
+        self.timeout = (connection.connect_timeout, connection.read_timeout)
+
+    # -- addressing ---------------------------------------------------------------------------
+    def url(self, bucket: str, key: str | None) -> str:
+        ep = self.conn.endpoint_info
+        path = "/" + quote_key(key) if key else "/"
+        if self.conn.use_virtual_host(bucket):
+            return f"{ep.scheme}://{bucket}.{ep.host}{path}"
+        return f"{ep.scheme}://{ep.host}/{quote(bucket, safe='')}{path if key else ''}"
+
+    # -- the one retry loop --------------------------------------------------------------------
+    def call(self, operation: str, bucket: str | None, key: str | None, fn: Callable[[], T]) -> T:
+        """Run `fn` (one attempt) until it succeeds, fails for good, or the retry budget is spent."""
+        c = self.conn
+        deadline = self.clock() + c.max_retry_time
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except RemoteStoreError as e:
+                err = e
+            except requests.exceptions.SSLError as e:
+                err = TransportError(f"TLS failure talking to {c.endpoint_info.host}: {e}",
+                                     operation=operation, bucket=bucket, key=key)
+                err.retryable = False
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                    requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as e:
+                err = TransportError(f"{type(e).__name__} talking to {c.endpoint_info.host}",
+                                     operation=operation, bucket=bucket, key=key)
+            err.operation = err.operation or operation
+            err.bucket = err.bucket or bucket
+            err.key = err.key if err.key is not None else key
+            delay = self.jitter() * min(c.retry_max_delay, c.retry_base_delay * 2 ** (attempt - 1))
+            if not err.retryable or attempt >= c.max_attempts or self.clock() + delay > deadline:
+                self.stats.error(operation)
+                level = logging.DEBUG if isinstance(err, _QUIET) else logging.WARNING
+                log.log(level, "S3 request failed after %d attempt(s): %s", attempt, err)
+                raise err
+            with self.stats.lock:
+                self.stats.retries += 1
+            log.info("retrying in %.2fs (attempt %d): %s", delay, attempt, err)
+            self.sleep(delay)
+
+    # -- one signed exchange ------------------------------------------------------------------
+    def send(self, method: str, bucket: str, key: str | None = None, *, operation: str,
+             params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+             body: bytes | memoryview = b"", payload_sha256: str | None = None,
+             stream: bool = False, expect: tuple[int, ...] = (200,)) -> requests.Response:
+        """One attempt: sign, send, and turn any unexpected status into a typed error."""
+        url = self.url(bucket, key)
+        if params:
+            url += "?" + "&".join(k if v is None else f"{quote(k, safe='')}={quote(str(v), safe='-_.~')}"
+                                  for k, v in sorted(params.items()))
+        hdrs = dict(headers or {})
+        aws_req = AWSRequest(method=method, url=url, data=bytes(body) if isinstance(body, memoryview) else body,
+                             headers=hdrs)
+        if payload_sha256:
+            aws_req.context["payload_sha256"] = payload_sha256
+        creds = self.conn.frozen_credentials()
+        if creds is not None:
+            _Signer(creds, "s3", self.conn.region).add_auth(aws_req)
+        prepared = requests.Request(method, url, headers=dict(aws_req.headers.items()),
+                                    data=aws_req.body).prepare()
+        prepared.url = url  # requests would re-quote the path; the signature covers it as built
+        self.stats.count(operation, up=len(body))
+        resp = self.session.send(prepared, stream=stream, timeout=self.timeout)
+        if resp.status_code in expect:
+            return resp
+        raw = resp.content if method != "HEAD" else b""
+        code, message, request_id = xml.parse_error(raw)
+        request_id = request_id or resp.headers.get("x-amz-request-id")
+        raise error_from_response(resp.status_code, code, message, request_id,
+                                  operation=operation, bucket=bucket, key=key)
+
+    def request(self, method: str, bucket: str, key: str | None = None, *, operation: str,
+                **kwargs) -> requests.Response:
+        """`send` inside the retry loop, body read in full (so a truncated body is retried)."""
+        def attempt() -> requests.Response:
+            resp = self.send(method, bucket, key, operation=operation, **kwargs)
+            if not kwargs.get("stream"):
+                resp.content  # noqa: B018 - reads the body inside the retry loop
+                self.stats.add_down(len(resp.content))
+            return resp
+        return self.call(operation, bucket, key, attempt)

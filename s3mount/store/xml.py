@@ -1,0 +1,133 @@
+"""The S3 XML documents we read and write: errors, listings, multipart and copy results."""
+
+from __future__ import annotations
+
+import calendar
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+from xml.sax.saxutils import escape
+
+
+def _strip_ns(root: ET.Element) -> ET.Element:
+    for el in root.iter():
+        if isinstance(el.tag, str) and "}" in el.tag:
+            el.tag = el.tag.split("}", 1)[1]
+    return root
+
+
+def parse(body: bytes) -> ET.Element:
+    return _strip_ns(ET.fromstring(body))
+
+
+def _text(el: ET.Element | None, name: str, default: str | None = None) -> str | None:
+    if el is None:
+        return default
+    child = el.find(name)
+    return default if child is None or child.text is None else child.text
+
+
+def parse_error(body: bytes) -> tuple[str | None, str | None, str | None]:
+    """(code, message, request_id) from an error body; all None when it is not S3 error XML."""
+    if not body:
+        return None, None, None
+    try:
+        root = parse(body)
+    except ET.ParseError:
+        return None, None, None
+    return _text(root, "Code"), _text(root, "Message"), _text(root, "RequestId")
+
+
+def parse_http_date_iso(text: str) -> float:
+    """'2024-01-02T03:04:05.000Z' -> epoch seconds."""
+    base = text.split(".")[0].rstrip("Z")
+    secs = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+    if "." in text:
+        frac = text.split(".", 1)[1].rstrip("Z")
+        if frac.isdigit():
+            secs += float("0." + frac)
+    return float(secs)
+
+
+@dataclass
+class ListedObject:
+    key: str
+    size: int
+    mtime: float
+    etag: str
+    storage_class: str | None = None
+
+
+@dataclass
+class ListPage:
+    objects: list[ListedObject] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+    next_token: str | None = None
+
+
+def parse_list_v2(body: bytes) -> ListPage:
+    root = parse(body)
+    url_encoded = _text(root, "EncodingType") == "url"
+
+    def key_of(s: str | None) -> str:
+        s = s or ""
+        return unquote(s) if url_encoded else s
+
+    page = ListPage()
+    for c in root.findall("Contents"):
+        page.objects.append(ListedObject(
+            key=key_of(_text(c, "Key")),
+            size=int(_text(c, "Size", "0")),
+            mtime=parse_http_date_iso(_text(c, "LastModified", "1970-01-01T00:00:00Z")),
+            etag=(_text(c, "ETag", "") or "").strip('"'),
+            storage_class=_text(c, "StorageClass")))
+    for p in root.findall("CommonPrefixes"):
+        page.prefixes.append(key_of(_text(p, "Prefix")))
+    if _text(root, "IsTruncated", "false").lower() == "true":
+        page.next_token = _text(root, "NextContinuationToken")
+    return page
+
+
+def parse_initiate_multipart(body: bytes) -> str:
+    upload_id = _text(parse(body), "UploadId")
+    if not upload_id:
+        raise ValueError("InitiateMultipartUploadResult without an UploadId")
+    return upload_id
+
+
+def parse_etag_result(body: bytes) -> str:
+    """ETag of a CopyObjectResult, CopyPartResult or CompleteMultipartUploadResult."""
+    return (_text(parse(body), "ETag", "") or "").strip('"')
+
+
+def is_error_document(body: bytes) -> bool:
+    """S3 may answer 200 to Complete/Copy and still fail: the body is then an <Error>."""
+    head = body.lstrip()[:200]
+    if b"<Error>" not in head and b"<Error " not in head:
+        return False
+    try:
+        return parse(body).tag == "Error"
+    except ET.ParseError:
+        return False
+
+
+def complete_multipart_body(parts: list[tuple[int, str]]) -> bytes:
+    items = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>\"{escape(e)}\"</ETag></Part>"
+                    for n, e in sorted(parts))
+    return f"<CompleteMultipartUpload>{items}</CompleteMultipartUpload>".encode()
+
+
+def delete_objects_body(keys: list[str]) -> bytes:
+    items = "".join(f"<Object><Key>{escape(k)}</Key></Object>" for k in keys)
+    return f"<Delete><Quiet>true</Quiet>{items}</Delete>".encode()
+
+
+def parse_delete_errors(body: bytes) -> list[tuple[str, str]]:
+    root = parse(body)
+    return [(_text(e, "Key", ""), _text(e, "Code", "")) for e in root.findall("Error")]
+
+
+def parse_tagging(body: bytes) -> dict[str, str]:
+    root = parse(body)
+    return {_text(t, "Key", ""): _text(t, "Value", "") for t in root.iter("Tag")}
