@@ -187,6 +187,26 @@ class S3Client:
                 return
             token = page.next_token
 
+    def head_bucket(self, bucket: str) -> None:
+        self.t.request("HEAD", bucket, None, operation="HeadBucket")
+
+    def create_bucket(self, bucket: str) -> None:
+        body = b""
+        region = self.t.conn.region
+        if region and region != "us-east-1":
+            body = (f"<CreateBucketConfiguration><LocationConstraint>{region}"
+                    "</LocationConstraint></CreateBucketConfiguration>").encode()
+        self.t.request("PUT", bucket, None, operation="CreateBucket", body=body,
+                       payload_sha256=hashlib.sha256(body).hexdigest())
+
+    def list_multipart_uploads(self, bucket: str, prefix: str = "") -> list[tuple[str, str]]:
+        """(key, upload_id) of the uploads in progress (first page)."""
+        params = {"uploads": None}
+        if prefix:
+            params["prefix"] = prefix
+        resp = self.t.request("GET", bucket, None, operation="ListMultipartUploads", params=params)
+        return xml.parse_uploads(resp.content)
+
     def get_tagging(self, bucket: str, key: str) -> dict[str, str] | None:
         """The object's tags, or None where the server does not support tagging."""
         try:

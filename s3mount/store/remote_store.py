@@ -63,6 +63,8 @@ class RemoteStore:
         """Upload a local file; multipart with parallel parts above the threshold."""
         bucket, key = self._name(remote_name)
         try:
+            # Some servers (SeaweedFS) create a missing bucket on PUT; a typo must fail instead.
+            self._check_bucket(bucket)
             self.transfer.upload_file(bucket, key, local_name, headers)
             return True
         except (RemoteStoreError, OSError) as e:
@@ -150,7 +152,7 @@ class RemoteStore:
         if bucket in self._known_buckets:
             return
         try:
-            self.transport.request("HEAD", bucket, None, operation="HeadBucket")
+            self.client.head_bucket(bucket)
         except (NotFoundError, NoSuchBucketError):
             raise NoSuchBucketError(f"bucket {bucket!r} does not exist", operation="HeadBucket",
                                     bucket=bucket, status=404, code="NoSuchBucket") from None

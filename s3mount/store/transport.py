@@ -14,6 +14,7 @@ from typing import Callable, Mapping, TypeVar
 from urllib.parse import quote
 
 import requests
+import urllib3.exceptions
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
@@ -119,7 +120,8 @@ class Transport:
                 err.retryable = False
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                     requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError) as e:
+                    requests.exceptions.ContentDecodingError,
+                    urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
                 err = TransportError(f"{type(e).__name__} talking to {c.endpoint_info.host}",
                                      operation=operation, bucket=bucket, key=key)
             err.operation = err.operation or operation

@@ -6,7 +6,7 @@ import calendar
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 from xml.sax.saxutils import escape
 
 
@@ -72,7 +72,7 @@ def parse_list_v2(body: bytes) -> ListPage:
 
     def key_of(s: str | None) -> str:
         s = s or ""
-        return unquote(s) if url_encoded else s
+        return unquote_plus(s) if url_encoded else s
 
     page = ListPage()
     for c in root.findall("Contents"):
@@ -131,3 +131,8 @@ def parse_delete_errors(body: bytes) -> list[tuple[str, str]]:
 def parse_tagging(body: bytes) -> dict[str, str]:
     root = parse(body)
     return {_text(t, "Key", ""): _text(t, "Value", "") for t in root.iter("Tag")}
+
+
+def parse_uploads(body: bytes) -> list[tuple[str, str]]:
+    root = parse(body)
+    return [(_text(u, "Key", ""), _text(u, "UploadId", "")) for u in root.findall("Upload")]
