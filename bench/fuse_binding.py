@@ -205,6 +205,71 @@ def serve(args: argparse.Namespace) -> None:
     fb.FUSE(BenchFS(), args.mnt, foreground=True, nothreads=(args.threads == 'st'), **kwargs)
 
 
+# --------------------------------------------------------------------------- in-process micro benchmark
+
+
+def micro(args: argparse.Namespace) -> None:
+    """Cost of the binding's Python translation layer alone: call the ctypes-facing wrapper methods of
+    fb.FUSE directly (no kernel, no libfuse loop), as libfuse would, with an object built without mounting."""
+    lib = ctypes.util.find_library('fuse' if args.libfuse == '2' else 'fuse3') or LIBS[args.libfuse]
+    os.environ['FUSE_LIBRARY_PATH'] = lib
+    import warnings
+
+    warnings.simplefilter('ignore', DeprecationWarning)
+    if args.binding == 'mfusepy':
+        import mfusepy as fb
+    else:
+        import fuse as fb
+
+    SFILE = {'st_mode': stat.S_IFREG | 0o644, 'st_nlink': 1, 'st_size': 4096, 'st_mtime': 1, 'st_ctime': 1,
+             'st_atime': 1}
+    zeros = {}
+
+    class Ops(fb.Operations):
+        use_ns = True
+
+        def getattr(self, path, fh=None):
+            return SFILE
+
+        def write(self, path, data, offset, fh):
+            return len(data)
+
+        def read(self, path, size, offset, fh):
+            z = zeros.get(size)
+            if z is None:
+                z = zeros[size] = bytes(size)
+            return z
+
+    f = object.__new__(fb.FUSE)
+    f.operations, f.raw_fi, f.encoding, f.use_ns = Ops(), False, 'utf-8', True
+    f.errors = 'surrogateescape'
+    wrap = f._wrapper
+    getattr_cb = getattr(f, 'getattr_fuse_%s' % args.libfuse, None) or f.getattr
+    st = fb.c_stat()
+    stp = ctypes.pointer(st)
+    fi = fb.fuse_file_info()
+    fip = ctypes.pointer(fi)
+    buf = ctypes.create_string_buffer(MIB)
+    bufp = ctypes.cast(buf, ctypes.POINTER(ctypes.c_byte))
+    path = b'/d/some/file'
+    ga_args = (path, stp, fip) if args.libfuse == '3' and args.binding == 'mfusepy' else (path, stp)
+    res = {}
+
+    def bench(name, fn, n):
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        dt = time.perf_counter() - t0
+        res[name] = round(dt / n * 1e6, 2)
+
+    bench('getattr_us', lambda: wrap(getattr_cb, *ga_args), 100000)
+    for size in (4096, 131072, MIB):
+        bench(f'write_{size // 1024}K_us', lambda: wrap(f.write, path, bufp, size, 0, fip), 20000)
+        bench(f'read_{size // 1024}K_us', lambda: wrap(f.read, path, bufp, size, 0, fip), 20000)
+    print(json.dumps(res))
+
+
 # --------------------------------------------------------------------------- client side
 
 
@@ -468,20 +533,25 @@ def fmt_row(r: dict) -> str:
     c = r['cfg']
     head = f"| {c['binding']} | {c['libfuse']} | {c['threads']} | {c['label']} "
     if 'error' in r:
-        return head + '| ' + r['error'].replace('|', '/').replace('\n', ' ')[:100] + ' |' + ' |' * 7
+        return head + '| ' + r['error'].replace('|', '/').replace('\n', ' ')[:100] + ' |' + ' |' * 9
     w, rd, s, ps, pw = r['write'], r['read'], r['stat'], r['pstat'], r['pwrite']
 
     def k(n):
         return '-' if n is None else (f'{n // 1024}K' if n >= 1024 else str(n))
 
+    def cpu_us(ph, what):
+        n = ph.get(f'{what}_calls_per_rep')
+        return round(ph['daemon_cpu_s_per_rep'] / n * 1e6, 1) if n else '-'
+
     return (head + f"| {k(w.get('write_p50'))} / {k(w.get('write_max'))} | {w.get('write_calls_per_rep'):.0f} "
             f"| {w['MBps']} | {pw['MBps']} | {k(rd.get('read_p50'))} / {k(rd.get('read_max'))} | {rd['MBps']} "
-            f"| {s['ops_per_s']} | {ps['ops_per_s']} |")
+            f"| {s['ops_per_s']} | {ps['ops_per_s']} | {cpu_us(w, 'write')} | {cpu_us(s, 'getattr')} |")
 
 
 TABLE_HEAD = ('| binding | libfuse | loop | options | write size p50 / max | write calls | write MB/s '
-              '| 2-thread write MB/s | read size p50 / max | read MB/s | stat/s | 4-thread stat/s |\n'
-              '|---|---|---|---|---|---|---|---|---|---|---|---|')
+              '| 2-thread write MB/s | read size p50 / max | read MB/s | stat/s | 4-thread stat/s '
+              '| daemon CPU us / write call | daemon CPU us / getattr |\n'
+              '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
 
 
 def main() -> None:
@@ -499,6 +569,12 @@ def main() -> None:
     sv.add_argument('--want-writeback-cache', action='store_true')
     sv.add_argument('--conn-max-write', type=int, default=0)
     sv.add_argument('--conn-max-background', type=int, default=0)
+
+    mc = sub.add_parser('_micro', help='internal: in-process binding overhead')
+    mc.add_argument('--binding', choices=['mfusepy', 'fusepy'], required=True)
+    mc.add_argument('--libfuse', choices=['2', '3'], required=True)
+    mp = sub.add_parser('micro', help='in-process per-call cost of each binding (no mount)')
+    mp.add_argument('--json')
 
     for name in ('run', 'matrix'):
         p = sub.add_parser(name)
@@ -524,6 +600,23 @@ def main() -> None:
     args = ap.parse_args()
     if args.cmd == '_serve':
         serve(args)
+        return
+    if args.cmd == '_micro':
+        micro(args)
+        return
+    if args.cmd == 'micro':
+        out = []
+        print('| binding | libfuse | getattr us | write 4K us | write 128K us | write 1M us | read 4K us '
+              '| read 128K us | read 1M us |\n|---|---|---|---|---|---|---|---|---|')
+        for b, lf in (('mfusepy', '2'), ('mfusepy', '3'), ('fusepy', '2')):
+            r = json.loads(subprocess.run([sys.executable, os.path.abspath(__file__), '_micro', '--binding', b,
+                                           '--libfuse', lf], check=True, capture_output=True, text=True).stdout)
+            out.append({'binding': b, 'libfuse': lf, **r})
+            print(f"| {b} | {lf} | {r['getattr_us']} | {r['write_4K_us']} | {r['write_128K_us']} | "
+                  f"{r['write_1024K_us']} | {r['read_4K_us']} | {r['read_128K_us']} | {r['read_1024K_us']} |")
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(out, f, indent=1)
         return
 
     if args.cmd == 'run':

@@ -120,7 +120,8 @@ class Transfer:
                                    suffix=".s3mount-part")
         try:
             self.download_into(bucket, key, fd, info)
-            os.fsync(fd)
+            # No fsync: the rename already guarantees no partial file is ever visible, and the
+            # authoritative copy is in S3 (aws-cli and rclone do not fsync either).
             os.close(fd)
             fd = -1
             os.replace(tmp, local_path)
