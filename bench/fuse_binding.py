@@ -51,6 +51,8 @@ MIB = 1 << 20
 FUSE_CAP_WRITEBACK_CACHE = 1 << 16  # libfuse 3 fuse_common.h
 LIBS = {'2': 'libfuse.so.2', '3': 'libfuse3.so.3'}
 FUSERMOUNT = {'2': 'fusermount', '3': 'fusermount3'}
+# --pin: CPU sets for (client, daemon). 'split' = client on CPU 0, daemon on CPU 1; 'same' = both on CPU 0.
+PIN = {'none': (None, None), 'split': ({0}, {1}), 'same': ({0}, {0})}
 
 
 # --------------------------------------------------------------------------- daemon side
@@ -324,7 +326,9 @@ class Mount:
         if c.get('conn_max_write'):
             cmd += ['--conn-max-write', str(c['conn_max_write'])]
         self.logf = open(self.log, 'w')
-        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT)
+        daemon_cpus = PIN.get(c.get('pin', 'none'), (None, None))[1]
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     preexec_fn=(lambda: os.sched_setaffinity(0, daemon_cpus)) if daemon_cpus else None)
         deadline = time.time() + 15
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -443,6 +447,10 @@ def run_config(cfg: dict, size_mib: int, stat_n: int, reps: int = 3, timeout: fl
                verbose: bool = False) -> dict:
     m = Mount(cfg, size_mib, verbose)
     res: dict = {'cfg': cfg}
+    old_affinity = os.sched_getaffinity(0)
+    client_cpus = PIN.get(cfg.get('pin', 'none'), (None, None))[0]
+    if client_cpus:
+        os.sched_setaffinity(0, client_cpus)
     watchdog = threading.Timer(timeout, m.abort)
     watchdog.daemon = True
     try:
@@ -499,6 +507,7 @@ def run_config(cfg: dict, size_mib: int, stat_n: int, reps: int = 3, timeout: fl
         res['daemon_log'] = m.read_log()
     finally:
         watchdog.cancel()
+        os.sched_setaffinity(0, old_affinity)
         m.stop()
     return res
 
@@ -548,6 +557,53 @@ def fmt_row(r: dict) -> str:
             f"| {s['ops_per_s']} | {ps['ops_per_s']} | {cpu_us(w, 'write')} | {cpu_us(s, 'getattr')} |")
 
 
+def cfg_key(c: dict) -> tuple:
+    return (c['binding'], c['libfuse'], c['threads'], c['label'])
+
+
+def fmt_agg(rs: list[dict]) -> str:
+    """One row for several rounds of the same configuration: median (min-max) over rounds."""
+    ok = [r for r in rs if 'error' not in r]
+    if not ok:
+        return fmt_row(rs[0])
+    c = ok[0]['cfg']
+    head = f"| {c['binding']} | {c['libfuse']} | {c['threads']} | {c['label']} "
+
+    def med(vals):
+        vals = sorted(vals)
+        return vals[len(vals) // 2]
+
+    def rng(phase, key, fmt='{:.0f}'):
+        vals = [r[phase][key] for r in ok]
+        if len(vals) == 1:
+            return fmt.format(vals[0])
+        return f"{fmt.format(med(vals))} ({fmt.format(min(vals))}-{fmt.format(max(vals))})"
+
+    def k(n):
+        return '-' if n is None else (f'{n // 1024}K' if n >= 1024 else str(n))
+
+    def cpu_us(phase, what):
+        vals = [r[phase]['daemon_cpu_s_per_rep'] / r[phase][f'{what}_calls_per_rep'] * 1e6
+                for r in ok if r[phase].get(f'{what}_calls_per_rep')]
+        return f'{med(vals):.1f}' if vals else '-'
+
+    w = ok[0]['write']
+    rd = ok[0]['read']
+    return (head + f"| {k(w.get('write_p50'))} / {k(w.get('write_max'))} | {w.get('write_calls_per_rep'):.0f} "
+            f"| {rng('write', 'MBps')} | {rng('pwrite', 'MBps')} | {k(rd.get('read_p50'))} / {k(rd.get('read_max'))} "
+            f"| {rng('read', 'MBps')} | {rng('stat', 'ops_per_s')} | {rng('pstat', 'ops_per_s')} "
+            f"| {cpu_us('write', 'write')} | {cpu_us('stat', 'getattr')} |")
+
+
+def print_agg(results: list[dict]) -> None:
+    groups: dict = {}
+    for r in results:
+        groups.setdefault(cfg_key(r['cfg']), []).append(r)
+    print(TABLE_HEAD)
+    for rs in groups.values():
+        print(fmt_agg(rs))
+
+
 TABLE_HEAD = ('| binding | libfuse | loop | options | write size p50 / max | write calls | write MB/s '
               '| 2-thread write MB/s | read size p50 / max | read MB/s | stat/s | 4-thread stat/s '
               '| daemon CPU us / write call | daemon CPU us / getattr |\n'
@@ -573,6 +629,8 @@ def main() -> None:
     mc = sub.add_parser('_micro', help='internal: in-process binding overhead')
     mc.add_argument('--binding', choices=['mfusepy', 'fusepy'], required=True)
     mc.add_argument('--libfuse', choices=['2', '3'], required=True)
+    rp = sub.add_parser('report', help='aggregate JSON files written by matrix --json')
+    rp.add_argument('files', nargs='+')
     mp = sub.add_parser('micro', help='in-process per-call cost of each binding (no mount)')
     mp.add_argument('--json')
 
@@ -584,6 +642,8 @@ def main() -> None:
         p.add_argument('--json', help='write raw results here')
         p.add_argument('--timeout', type=float, default=180, help='per-configuration watchdog (s)')
         p.add_argument('-v', '--verbose', action='store_true', help='keep temp dir / daemon log')
+        p.add_argument('--pin', choices=list(PIN), default='none',
+                       help='CPU pinning: split = client CPU0 / daemon CPU1, same = both on CPU0')
         if name == 'run':
             p.add_argument('--binding', choices=['mfusepy', 'fusepy'], default='mfusepy')
             p.add_argument('--libfuse', choices=['2', '3'], default='3')
@@ -596,10 +656,18 @@ def main() -> None:
             p.add_argument('--include-fusepy-libfuse3', action='store_true',
                            help='also try fusepy against libfuse3 (unsupported, expected to fail)')
             p.add_argument('--only', help='substring filter on "binding/libfuse/threads/label"')
+            p.add_argument('--rounds', type=int, default=1, help='repeat the whole matrix (interleaved)')
 
     args = ap.parse_args()
     if args.cmd == '_serve':
         serve(args)
+        return
+    if args.cmd == 'report':
+        results = []
+        for path in args.files:
+            with open(path) as f:
+                results += json.load(f)
+        print_agg(results)
         return
     if args.cmd == '_micro':
         micro(args)
@@ -623,21 +691,28 @@ def main() -> None:
         cfgs = [{'binding': args.binding, 'libfuse': args.libfuse, 'threads': args.threads,
                  'label': ','.join(args.opt) or 'default', 'opts': args.opt,
                  'want_writeback_cache': args.want_writeback_cache, 'conn_max_write': args.conn_max_write,
-                 'read_ahead_kb': args.read_ahead_kb}]
+                 'read_ahead_kb': args.read_ahead_kb, 'pin': args.pin}]
     else:
         cfgs = matrix_configs(args.include_fusepy_libfuse3)
+        for c in cfgs:
+            c['pin'] = args.pin
         if args.only:
             cfgs = [c for c in cfgs if args.only in f"{c['binding']}/{c['libfuse']}/{c['threads']}/{c['label']}"]
 
     results = []
     print(TABLE_HEAD, flush=True)
-    for cfg in cfgs:
-        r = run_config(cfg, args.size_mib, args.stat_n, args.reps, args.timeout, args.verbose)
-        results.append(r)
-        print(fmt_row(r), flush=True)
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(results, f, indent=1)
+    for rnd in range(getattr(args, 'rounds', 1)):  # rounds interleave the configurations (noise)
+        for cfg in cfgs:
+            r = run_config(cfg, args.size_mib, args.stat_n, args.reps, args.timeout, args.verbose)
+            r['round'] = rnd
+            results.append(r)
+            print(fmt_row(r), flush=True)
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(results, f, indent=1)
+    if getattr(args, 'rounds', 1) > 1:
+        print('\nMedian (min-max) over rounds:\n')
+        print_agg(results)
     if args.cmd == 'run':
         print(json.dumps(results[0], indent=1))
 

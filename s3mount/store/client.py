@@ -28,8 +28,9 @@ SSE_HEADERS = ("x-amz-server-side-encryption", "x-amz-server-side-encryption-aws
 
 
 def encode_meta_value(value: str) -> str:
-    """HTTP headers carry ASCII; other text goes as an RFC 2047 encoded word, as S3 itself does."""
-    if value.isascii() and value.isprintable():
+    """HTTP headers carry ASCII; other text goes as an RFC 2047 encoded word, as S3 itself does.
+    Edge spaces are encoded too: servers trim them from header values."""
+    if value.isascii() and value.isprintable() and value == value.strip():
         return value
     return email.header.Header(value, "utf-8").encode(maxlinelen=10**6).replace("\n", "")
 

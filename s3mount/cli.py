@@ -1,0 +1,281 @@
+"""The s3mount command: parses options, builds store, cache, file system and FUSE ops, mounts.
+
+The only module that wires the layers together. Without -f it re-executes itself in the
+foreground in a new session and exits 0 only after the child reports the mount answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from . import __version__
+from .options import MountOptions, OptionError, parse_args
+
+log = logging.getLogger("s3mount")
+
+
+def fail(message: str, code: int = 1) -> "NoReturn":  # noqa: F821
+    print(f"s3mount: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def mountinfo_has(mountpoint: str) -> bool:
+    target = os.path.realpath(mountpoint)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 4 and parts[4].encode().decode("unicode_escape") == target:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def setup_logging(opts: MountOptions) -> None:
+    level = getattr(logging, opts.log_level.upper(), logging.INFO)
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if opts.logfile:
+        from .logs import ReopeningFileHandler
+        handler: logging.Handler = ReopeningFileHandler(opts.logfile)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("urllib3").setLevel(max(level, logging.WARNING))
+    logging.getLogger("botocore").setLevel(max(level, logging.WARNING))
+    logging.getLogger("fuse").setLevel(max(level, logging.WARNING))
+
+
+def check_mountpoint(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        fail(f"mountpoint {path} does not exist")
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:
+            return  # a dead FUSE mount: the mount step recovers it
+        fail(f"mountpoint {path}: {e.strerror}")
+    else:
+        import stat as st_mod
+        if not st_mod.S_ISDIR(st.st_mode):
+            fail(f"mountpoint {path} is not a directory")
+    if not os.path.exists("/dev/fuse"):
+        fail("FUSE is not available (/dev/fuse is missing; load the fuse module)")
+
+
+def build_connection(opts: MountOptions):
+    from .store import ConfigError, S3Connection, load_config
+    section: dict = {}
+    if opts.config:
+        try:
+            section = dict(load_config(opts.config, allow_insecure=opts.allow_insecure_config)["s3"])
+        except ConfigError as e:
+            fail(str(e))
+    for key in ("endpoint", "region", "profile"):
+        value = getattr(opts, key)
+        if value:
+            section[key] = value
+    if opts.no_verify_tls:
+        section["verify_tls"] = False
+    try:
+        conn = S3Connection(**section)
+    except ConfigError as e:
+        fail(str(e))
+    return conn
+
+
+def preflight(store, bucket: str, prefix: str) -> None:
+    """One request that proves credentials, bucket and endpoint, with one clear line on failure."""
+    from .store import (AccessDeniedError, NoSuchBucketError, NotFoundError, RemoteStoreError,
+                        TransportError)
+    host = store.connection.endpoint_info.host
+    try:
+        store.client.list_page(bucket, prefix, "/", max_keys=1)
+    except AccessDeniedError as e:
+        fail(f"access denied to bucket {bucket!r} at {host} ({e.code or e.status}): "
+             "check the credentials and their permissions")
+    except (NoSuchBucketError, NotFoundError):
+        fail(f"no such bucket {bucket!r} at {host}")
+    except TransportError as e:
+        fail(f"cannot reach the S3 endpoint {host}: {e.message}")
+    except RemoteStoreError as e:
+        fail(f"S3 check of bucket {bucket!r} failed: {e}")
+
+
+def detach(argv: list[str], opts: MountOptions) -> None:
+    """Re-run ourselves in the foreground, in a new session; exit when it reports ready or dies."""
+    r, w = os.pipe()
+    env = dict(os.environ, S3MOUNT_READY_FD=str(w))
+    child = subprocess.Popen([sys.executable, "-m", "s3mount", *argv, "-f"], pass_fds=(w,),
+                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    os.close(w)
+    with os.fdopen(r) as ready:
+        line = ready.readline().strip()
+    if line == "READY":
+        child.stderr.close()
+        sys.exit(0)
+    err = child.stderr.read().decode(errors="replace").strip().splitlines()
+    child.wait(timeout=30)
+    fail(err[-1].removeprefix("s3mount: ") if err else f"mount failed (exit {child.returncode})")
+
+
+def run_mount(opts: MountOptions) -> None:
+    check_mountpoint(opts.mountpoint)
+    conn = build_connection(opts)
+    bucket = opts.bucket or conn.default_bucket
+    if not bucket:
+        fail("no bucket: give BUCKET on the command line or default_bucket in the config")
+    setup_logging(opts)
+
+    if opts.libfuse == 3:
+        os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+    from .cache import DataCache
+    from .fs import Defaults, S3FileSystem
+    from .fuse_ops import S3Operations
+    from .store import RemoteStore
+    import mfusepy
+
+    store = RemoteStore(conn)
+    preflight(store, bucket, opts.prefix)
+    recover_dead_mount(opts.mountpoint)
+    cache_dir = opts.cache_dir or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "s3mount",
+        f"{bucket}-{os.getpid()}")
+    cache = DataCache(cache_dir)
+    defaults = Defaults(uid=opts.uid if opts.uid is not None else os.getuid(),
+                        gid=opts.gid if opts.gid is not None else os.getgid(),
+                        file_mode=opts.file_mode, dir_mode=opts.dir_mode,
+                        force_owner=opts.uid is not None or opts.gid is not None)
+    fs = S3FileSystem(store, cache, bucket, opts.prefix, defaults=defaults,
+                      metadata_ttl=opts.metadata_ttl, read_only=opts.read_only)
+
+    def on_init() -> None:
+        threading.Thread(target=announce_ready, args=(opts.mountpoint,), daemon=True).start()
+
+    def on_destroy() -> None:
+        failed = fs.flush_all()
+        if failed:
+            log.error("unmounting with %d file(s) not uploaded, kept in %s: %s", len(failed),
+                      cache_dir, ", ".join(failed))
+        log.info("unmounted %s", opts.mountpoint)
+
+    ops = S3Operations(fs, on_init=on_init, on_destroy=on_destroy)
+    log.info("mounting s3://%s/%s at %s (s3mount %s, endpoint %s, credentials from %s)", bucket,
+             opts.prefix, opts.mountpoint, __version__, conn.endpoint_info.host,
+             conn.credential_source)
+    install_signal_handlers(opts.mountpoint)
+    try:
+        mfusepy.FUSE(ops, opts.mountpoint, foreground=True, nothreads=False,
+                     **opts.fuse_kwargs(bucket))
+    except RuntimeError as e:
+        fail(f"FUSE mount of {opts.mountpoint} failed: {e}")
+    finally:
+        store.close()
+
+
+def announce_ready(mountpoint: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if mountinfo_has(mountpoint):
+            try:
+                os.stat(mountpoint)
+                break
+            except OSError:
+                pass
+        time.sleep(0.02)
+    else:
+        log.error("the mount did not answer within 30 s")
+        return
+    log.info("mount ready at %s", mountpoint)
+    fd = os.environ.pop("S3MOUNT_READY_FD", None)
+    if fd:
+        try:
+            os.write(int(fd), b"READY\n")
+            os.close(int(fd))
+        except OSError:
+            pass
+    from .notify import sd_notify
+    sd_notify("READY=1\nSTATUS=mounted " + mountpoint)
+
+
+def recover_dead_mount(mountpoint: str) -> None:
+    try:
+        os.stat(mountpoint)
+        return
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            return
+    log.warning("%s is a dead FUSE mount (transport endpoint not connected); unmounting it lazily",
+                mountpoint)
+    for cmd in (["fusermount3", "-uz", mountpoint], ["fusermount", "-uz", mountpoint],
+                ["umount", "-l", mountpoint]):
+        try:
+            if subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0:
+                return
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    fail(f"{mountpoint} is a dead mount and could not be unmounted")
+
+
+def install_signal_handlers(mountpoint: str) -> None:
+    """SIGTERM/SIGINT unmount cleanly: destroy() then uploads what is pending."""
+    def stop(signum, frame):
+        log.info("signal %d: unmounting %s", signum, mountpoint)
+        from .notify import sd_notify
+        sd_notify("STOPPING=1")
+        for cmd in (["fusermount3", "-u", mountpoint], ["fusermount", "-u", mountpoint],
+                    ["umount", mountpoint]):
+            try:
+                if subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0:
+                    return
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+        log.error("could not unmount %s on signal %d", mountpoint, signum)
+
+    def reopen(signum, frame):
+        for h in logging.getLogger().handlers:
+            if hasattr(h, "reopen"):
+                h.reopen()
+
+    signal.signal(signal.SIGTERM, lambda s, f: threading.Thread(target=stop, args=(s, f)).start())
+    signal.signal(signal.SIGINT, lambda s, f: threading.Thread(target=stop, args=(s, f)).start())
+    signal.signal(signal.SIGHUP, reopen)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        opts = parse_args(argv)
+    except OptionError as e:
+        fail(str(e), 2)
+    if opts.version:
+        print(f"s3mount {__version__}")
+        return
+    if not opts.foreground:
+        check_mountpoint(opts.mountpoint)
+        conn = build_connection(opts)
+        bucket = opts.bucket or conn.default_bucket
+        if not bucket:
+            fail("no bucket: give BUCKET on the command line or default_bucket in the config")
+        from .store import RemoteStore
+        store = RemoteStore(conn)
+        preflight(store, bucket, opts.prefix)
+        store.close()
+        detach(argv, opts)
+    run_mount(opts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Shared state of the file system and the read side of the namespace: path <-> key, lookup
+(stat) with positive and negative caching, and directory listings.
+
+Paths are absolute ('/a/b'); the mount root maps to the bucket prefix. A name that cannot be a
+path component (empty, '.', '..', over 255 bytes) is left out of listings; when a file 'a' and
+keys under 'a/' both exist, the file wins, as in s3fs and rclone.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+from ..cache import DataCache
+from ..store import NotFoundError, ObjectInfo, RemoteStore
+from ..store.client import CONTENT_HEADERS
+from .attrs import Attr, Defaults, attr_from_meta
+from .errors import FsError
+from .metacache import MISSING, MetaCache
+
+log = logging.getLogger("s3mount.fs")
+
+NAME_MAX = 255
+KEY_MAX = 1024
+PREFETCH_LIMIT = 4096  # HEADs started in the background per listing
+
+
+def valid_name(name: str) -> bool:
+    return name not in ("", ".", "..") and "/" not in name and \
+        len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX
+
+
+class FsCore:
+    def __init__(self, store: RemoteStore, cache: DataCache, bucket: str, prefix: str = "", *,
+                 defaults: Defaults, metadata_ttl: float = 5.0, read_only: bool = False,
+                 clock: Callable[[], float] = time.time, workers: int = 16):
+        self.store = store
+        self.client = store.client
+        self.cache = cache
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.defaults = defaults
+        self.read_only = read_only
+        self.clock = clock
+        self.meta = MetaCache(metadata_ttl)
+        self.lock = threading.RLock()     # guards the open-file and handle tables
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3fs-meta")
+        self._pending: dict[str, Future] = {}
+        self._pending_lock = threading.Lock()
+
+    # -- names -----------------------------------------------------------------------------------
+    def key_of(self, path: str) -> str:
+        """'/a/b' -> prefix + 'a/b'; ENAMETOOLONG for a component over 255 bytes or a key over 1024."""
+        if path == "/":
+            return self.prefix
+        rel = path.lstrip("/")
+        for part in rel.split("/"):
+            if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+                raise FsError(errno.ENAMETOOLONG, f"name over {NAME_MAX} bytes")
+        key = self.prefix + rel
+        if len(key.encode("utf-8", "surrogateescape")) > KEY_MAX - 1:  # room for a 'dir/' marker
+            raise FsError(errno.ENAMETOOLONG, f"S3 key over {KEY_MAX} bytes")
+        return key
+
+    def dir_key(self, path: str) -> str:
+        return self.prefix if path == "/" else self.key_of(path) + "/"
+
+    def check_writable(self) -> None:
+        if self.read_only:
+            raise FsError(errno.EROFS)
+
+    # -- attributes --------------------------------------------------------------------------------
+    def root_attr(self) -> Attr:
+        return Attr(kind="dir", mode=0o040000 | self.defaults.dir_mode, mtime=0.0,
+                    uid=self.defaults.uid, gid=self.defaults.gid)
+
+    def attr_from_info(self, kind: str, info: ObjectInfo) -> Attr:
+        attr = attr_from_meta(kind, info.size if kind != "dir" else 0, info.mtime, info.etag,
+                              info.metadata, self.defaults)
+        attr.metadata = dict(info.metadata)
+        attr.headers = {k: v for k, v in info.headers.items() if k in CONTENT_HEADERS}
+        return attr
+
+    def local_attr(self, path: str) -> Attr | None:
+        """Hook for open files: their size and times are local until uploaded."""
+        return None
+
+    def lookup(self, path: str) -> Attr:
+        """stat(path): raises FsError(ENOENT) when nothing is there."""
+        if path == "/":
+            return self.root_attr()
+        local = self.local_attr(path)
+        if local is not None:
+            return local
+        cached = self.meta.get(path)
+        if cached is None:
+            raise FsError(errno.ENOENT)
+        if cached is not MISSING and cached.complete:
+            return cached
+        with self._pending_lock:
+            fut = self._pending.pop(path, None)
+        attr = fut.result() if fut is not None else self._stat_remote(path)
+        self.meta.put(path, attr)
+        if attr is None:
+            raise FsError(errno.ENOENT)
+        return attr
+
+    def _stat_remote(self, path: str) -> Attr | None:
+        key = self.key_of(path)
+        try:
+            return self.attr_from_info("file", self.client.head(self.bucket, key))
+        except NotFoundError:
+            pass
+        try:
+            return self.attr_from_info("dir", self.client.head(self.bucket, key + "/"))
+        except NotFoundError:
+            pass
+        page = self.client.list_page(self.bucket, key + "/", "/", max_keys=1)
+        if page.objects or page.prefixes:
+            return Attr(kind="dir", mode=0o040000 | self.defaults.dir_mode,
+                        uid=self.defaults.uid, gid=self.defaults.gid,
+                        mtime=page.objects[0].mtime if page.objects else 0.0)
+        return None
+
+    def _stat_quiet(self, path: str) -> Attr | None:
+        try:
+            return self._stat_remote(path)
+        except Exception as e:  # a background prefetch: the foreground lookup will retry
+            log.debug("prefetch of %s failed: %s", path, e)
+            raise
+
+    # -- listings ----------------------------------------------------------------------------------
+    def list_dir(self, path: str) -> list[str]:
+        entries = self.meta.listing(path)
+        if entries is None:
+            entries = self._list_remote(path)
+            self.meta.put_listing(path, entries)
+        names = [n for n, _ in entries]
+        names.extend(self.local_children(path, set(names)))
+        return names
+
+    def local_children(self, path: str, seen: set[str]) -> list[str]:
+        """Hook: names of files created here and not uploaded yet."""
+        return []
+
+    def _list_remote(self, path: str) -> list[tuple[str, Attr]]:
+        prefix = self.dir_key(path)
+        files: dict[str, Attr] = {}
+        dirs: dict[str, Attr] = {}
+        skipped = 0
+        for page in self.client.list_all(self.bucket, prefix, "/"):
+            for obj in page.objects:
+                name = obj.key[len(prefix):]
+                if name == "":
+                    continue  # the directory's own marker
+                if not valid_name(name):
+                    skipped += 1
+                    continue
+                files[name] = Attr(kind="file", mode=0o100000 | self.defaults.file_mode,
+                                   size=obj.size, mtime=obj.mtime, uid=self.defaults.uid,
+                                   gid=self.defaults.gid, etag=obj.etag, complete=False)
+            for p in page.prefixes:
+                name = p[len(prefix):].rstrip("/")
+                if not valid_name(name) or p[len(prefix):].count("/") != 1:
+                    skipped += 1
+                    continue
+                dirs[name] = Attr(kind="dir", mode=0o040000 | self.defaults.dir_mode,
+                                  uid=self.defaults.uid, gid=self.defaults.gid, complete=False)
+        if skipped:
+            log.info("%s: %d key(s) cannot be shown as paths (empty, '.', '..' or over %d bytes)",
+                     path, skipped, NAME_MAX)
+        entries = list(files.items()) + [(n, a) for n, a in dirs.items() if n not in files]
+        entries.sort(key=lambda e: e[0])
+        base = path.rstrip("/")
+        for name, attr in entries:
+            self.meta.put(f"{base}/{name}", attr)
+        self._prefetch([f"{base}/{name}" for name, _ in entries[:PREFETCH_LIMIT]])
+        return entries
+
+    def _prefetch(self, paths: list[str]) -> None:
+        """Start HEADs for listed entries, so the stat calls that follow a readdir find them ready."""
+        with self._pending_lock:
+            for p in paths:
+                if p not in self._pending:
+                    self._pending[p] = self.pool.submit(self._stat_quiet, p)
+
+    def invalidate(self, *paths: str) -> None:
+        for p in paths:
+            self.meta.invalidate(p)
+            with self._pending_lock:
+                self._pending.pop(p, None)
+                below = p.rstrip("/") + "/"
+                for q in [q for q in self._pending if q.startswith(below)]:
+                    del self._pending[q]
+
+    def now(self) -> float:
+        return self.clock()
+
+    def statfs(self) -> dict:
+        blocks = 1 << 40  # 4 PiB in 4 KiB blocks: S3 has no meaningful capacity
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": blocks, "f_bfree": blocks,
+                "f_bavail": blocks, "f_files": 1 << 32, "f_ffree": 1 << 32,
+                "f_favail": 1 << 32, "f_namemax": NAME_MAX}
+
+    def parent_of(self, path: str) -> str:
+        return os.path.dirname(path.rstrip("/")) or "/"

@@ -1,0 +1,253 @@
+"""Open files: handles over shared cache entries, and the upload that close and fsync wait for.
+
+All handles of one path share one OpenFile and so one cache file. Data is written to the cache
+file; flush (every close) and fsync upload the whole object before they return. A failed upload
+returns EIO and leaves the data dirty in the cache, to be tried again by the next flush.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import itertools
+import logging
+import mimetypes
+import os
+import stat
+import threading
+from dataclasses import dataclass
+
+from ..cache import CacheEntry
+from ..store import RemoteStoreError
+from .attrs import MTIME, Attr, format_time, posix_meta
+from .core import FsCore
+from .errors import FsError, to_errno
+
+log = logging.getLogger("s3mount.fs")
+
+
+class OpenFile:
+    def __init__(self, path: str, key: str, entry: CacheEntry, attr: Attr, headers: dict[str, str]):
+        self.path, self.key = path, key
+        self.entry = entry
+        # Own copy: the metadata to upload with, changed by writes, chmod, setxattr...
+        self.attr = dataclasses.replace(attr, metadata=dict(attr.metadata))
+        self.headers = headers      # content headers of the object (Content-Type, ...)
+        self.refs = 0
+        self.unlinked = False
+        self.upload_lock = threading.Lock()
+
+    def current_attr(self) -> Attr:
+        a = self.attr
+        return Attr(kind=a.kind, mode=a.mode, size=self.entry.size, mtime=a.mtime, uid=a.uid,
+                    gid=a.gid, etag=self.entry.etag, metadata=dict(a.metadata))
+
+
+@dataclass
+class Handle:
+    file: OpenFile
+    flags: int
+
+
+class FileOps(FsCore):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.files: dict[str, OpenFile] = {}
+        self.handles: dict[int, Handle] = {}
+        self._fh = itertools.count(1)
+
+    # -- hooks for the namespace side -----------------------------------------------------------
+    def local_attr(self, path: str) -> Attr | None:
+        with self.lock:
+            of = self.files.get(path)
+        return of.current_attr() if of is not None else None
+
+    def local_children(self, path: str, seen: set[str]) -> list[str]:
+        base = path.rstrip("/") + "/"
+        with self.lock:
+            names = [p[len(base):] for p in self.files if p.startswith(base)]
+        return [n for n in names if "/" not in n and n not in seen]
+
+    def _fetcher(self, of: OpenFile):
+        entry = of.entry
+
+        def fetch(offset: int, length: int) -> None:
+            self.client.get_into_file(self.bucket, entry.key, entry.fd, offset, length,
+                                      if_match=entry.etag)
+        return fetch
+
+    def _handle(self, fh: int) -> Handle:
+        h = self.handles.get(fh)
+        if h is None:
+            raise FsError(errno.EBADF)
+        return h
+
+    def _register(self, of: OpenFile, flags: int) -> int:
+        with self.lock:
+            of.refs += 1
+            fh = next(self._fh)
+            self.handles[fh] = Handle(of, flags)
+            return fh
+
+    # -- open / create -----------------------------------------------------------------------------
+    def open(self, path: str, flags: int) -> int:
+        writing = flags & (os.O_WRONLY | os.O_RDWR) or flags & os.O_TRUNC
+        if writing:
+            self.check_writable()
+        with self.lock:
+            of = self.files.get(path)
+        if of is None:
+            attr = self.lookup(path)
+            if attr.is_dir:
+                raise FsError(errno.EISDIR)
+            key = self.key_of(path)
+            with self.lock:
+                of = self.files.get(path)
+                if of is None:
+                    entry = self.cache.open(self.bucket, key, attr.etag, attr.size)
+                    of = OpenFile(path, key, entry, attr, dict(attr.headers))
+                    self.files[path] = of
+        if flags & os.O_TRUNC and of.entry.size:
+            of.entry.truncate(0)
+            self._touch(of)
+        return self._register(of, flags)
+
+    def create(self, path: str, mode: int, flags: int, uid: int, gid: int) -> int:
+        self.check_writable()
+        key = self.key_of(path)
+        with self.lock:
+            if path in self.files and not self.files[path].unlinked:
+                if flags & os.O_EXCL:
+                    raise FsError(errno.EEXIST)
+                return self.open(path, flags | os.O_TRUNC)
+        try:
+            existing = self.lookup(path)
+        except FsError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            existing = None
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise FsError(errno.EEXIST)
+            if existing.is_dir:
+                raise FsError(errno.EISDIR)
+            return self.open(path, flags | os.O_TRUNC)
+        now = self.now()
+        perm = stat.S_IMODE(mode)
+        attr = Attr(kind="file", mode=stat.S_IFREG | perm, size=0, mtime=now, uid=uid, gid=gid,
+                    metadata=posix_meta(stat.S_IFREG | perm, uid, gid, now))
+        ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        of = OpenFile(path, key, self.cache.create(self.bucket, key), attr, {"content-type": ctype})
+        with self.lock:
+            self.files[path] = of
+        self.invalidate(path)
+        return self._register(of, flags)
+
+    # -- data ----------------------------------------------------------------------------------------
+    def read(self, fh: int, size: int, offset: int) -> bytes:
+        of = self._handle(fh).file
+        return of.entry.read(offset, size, self._fetcher(of))
+
+    def write(self, fh: int, data: bytes, offset: int) -> int:
+        h = self._handle(fh)
+        of = h.file
+        if h.flags & os.O_APPEND:
+            offset = of.entry.size
+        n = of.entry.write(offset, data, self._fetcher(of))
+        self._touch(of)
+        return n
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> None:
+        self.check_writable()
+        if length < 0:
+            raise FsError(errno.EINVAL)
+        if fh is not None and fh in self.handles:
+            of = self.handles[fh].file
+            of.entry.truncate(length)
+            self._touch(of)
+            return
+        fh = self.open(path, os.O_WRONLY)
+        try:
+            of = self.handles[fh].file
+            of.entry.truncate(length)
+            self._touch(of)
+            self.flush(fh)
+        finally:
+            self.release(fh)
+
+    def _touch(self, of: OpenFile) -> None:
+        now = self.now()
+        of.attr.mtime = now
+        of.attr.metadata[MTIME] = format_time(now)
+
+    # -- upload ---------------------------------------------------------------------------------------
+    def upload(self, of: OpenFile) -> None:
+        """Put the whole object if it has local changes; raises FsError, data stays dirty."""
+        with of.upload_lock:
+            entry = of.entry
+            if not entry.dirty or of.unlinked:
+                return
+            try:
+                with entry.lock:
+                    entry.fill(self._fetcher(of))
+                    size = entry.size
+                    headers = dict(of.headers)
+                    headers.update(of.attr.metadata)
+                    if size <= self.store.connection.multipart_threshold:
+                        etag = self.client.put(self.bucket, of.key, os.pread(entry.fd, size, 0),
+                                               headers)
+                    else:
+                        etag = self.store.transfer.upload_fd(self.bucket, of.key, entry.fd, size,
+                                                             headers)
+                    entry.key = of.key
+                    entry.mark_clean(etag)
+                    of.attr.etag = etag
+            except (RemoteStoreError, OSError) as e:
+                err = to_errno(e)
+                log.error("upload of %s (%d bytes) failed, data kept in cache file %s: %s",
+                          of.path, entry.size, entry.path, e)
+                raise FsError(err) from e
+            finally:
+                self.invalidate(of.path)
+
+    def flush(self, fh: int) -> None:
+        self.upload(self._handle(fh).file)
+
+    def fsync(self, fh: int) -> None:
+        self.upload(self._handle(fh).file)
+
+    def release(self, fh: int) -> None:
+        with self.lock:
+            h = self.handles.pop(fh, None)
+            if h is None:
+                return
+            of = h.file
+            of.refs -= 1
+            last = of.refs == 0
+        if not last:
+            return
+        if of.entry.dirty and not of.unlinked:
+            try:
+                self.upload(of)
+            except FsError:
+                return  # stays in self.files with its dirty data; the next open/flush retries
+        with self.lock:
+            if of.refs == 0:
+                if self.files.get(of.path) is of:
+                    del self.files[of.path]
+                if of.unlinked:
+                    self.cache.discard(of.entry)
+                else:
+                    self.cache.release(of.entry)
+
+    def flush_all(self) -> list[str]:
+        """Upload every dirty file (at unmount); returns the paths that could not be uploaded."""
+        with self.lock:
+            files = list(self.files.values())
+        failed = []
+        for of in files:
+            try:
+                self.upload(of)
+            except FsError:
+                failed.append(of.path)
+        return failed

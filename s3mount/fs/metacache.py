@@ -1,0 +1,80 @@
+"""Short-lived metadata cache: stat results, negative lookups and directory listings, by path.
+
+Entries expire after `ttl` seconds and are dropped at once when this mount changes the path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from .attrs import Attr
+
+_MISSING = object()
+
+
+class MetaCache:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic,
+                 max_entries: int = 200_000):
+        self.ttl = ttl
+        self.clock = clock
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._stat: dict[str, tuple[float, Attr | None]] = {}
+        self._dirs: dict[str, tuple[float, list[tuple[str, Attr]]]] = {}
+
+    def get(self, path: str):
+        """The cached Attr, None for a cached "does not exist", or MISSING when unknown."""
+        with self._lock:
+            hit = self._stat.get(path)
+            if hit is None:
+                return _MISSING
+            if hit[0] < self.clock():
+                del self._stat[path]
+                return _MISSING
+            return hit[1]
+
+    def put(self, path: str, attr: Attr | None) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._stat) >= self.max_entries:
+                self._expire_locked()
+            self._stat[path] = (self.clock() + self.ttl, attr)
+
+    def put_listing(self, path: str, entries: list[tuple[str, Attr]]) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._dirs[path] = (self.clock() + self.ttl, entries)
+
+    def listing(self, path: str) -> list[tuple[str, Attr]] | None:
+        with self._lock:
+            hit = self._dirs.get(path)
+            if hit is None or hit[0] < self.clock():
+                self._dirs.pop(path, None)
+                return None
+            return hit[1]
+
+    def invalidate(self, path: str) -> None:
+        """Forget `path`, its parent's listing, and anything cached below it."""
+        parent = path.rsplit("/", 1)[0] or "/"
+        below = path.rstrip("/") + "/"
+        with self._lock:
+            self._stat.pop(path, None)
+            self._dirs.pop(path, None)
+            self._dirs.pop(parent, None)
+            for d in (self._stat, self._dirs):
+                for p in [p for p in d if p.startswith(below)]:
+                    del d[p]
+
+    def _expire_locked(self) -> None:
+        now = self.clock()
+        for p in [p for p, (exp, _) in self._stat.items() if exp < now]:
+            del self._stat[p]
+        if len(self._stat) >= self.max_entries:
+            self._stat.clear()
+
+
+MISSING = _MISSING

@@ -1,0 +1,191 @@
+"""The FUSE Operations class: translates arguments and errors between mfusepy and S3FileSystem.
+
+No HTTP and no cache logic here. Every exception becomes an errno through fs.errors.to_errno (an
+unknown one is EIO and logged), never mfusepy's default EINVAL.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from typing import Callable
+
+import mfusepy
+
+from .fs import S3FileSystem
+from .fs.attrs import Attr
+from .fs.errors import FsError, to_errno
+
+log = logging.getLogger("s3mount.fuse")
+
+
+def translated(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except mfusepy.FuseOSError:
+            raise
+        except FsError as e:
+            raise mfusepy.FuseOSError(e.errno) from None
+        except Exception as e:  # noqa: BLE001 - the table decides, and logs what it does not know
+            raise mfusepy.FuseOSError(to_errno(e)) from None
+    return wrapper
+
+
+def _ns(t: float) -> int:
+    return int(t * 1e9)
+
+
+class S3Operations(mfusepy.Operations):
+    use_ns = True  # times in integer nanoseconds
+
+    def __init__(self, fs: S3FileSystem, *, on_init: Callable[[], None] | None = None,
+                 on_destroy: Callable[[], None] | None = None):
+        self.fs = fs
+        self._on_init = on_init
+        self._on_destroy = on_destroy
+
+    def init_with_config(self, conn_info, config_3):
+        if conn_info is not None and config_3 is not None:  # libfuse 3: ask for 1 MiB writes
+            conn_info.max_write = 1 << 20
+            conn_info.max_read = 1 << 20  # must match the max_read mount option
+            conn_info.max_readahead = 1 << 20
+        if self._on_init:
+            self._on_init()
+
+    def destroy(self, path):
+        if self._on_destroy:
+            self._on_destroy()
+
+    @staticmethod
+    def _stat(attr: Attr) -> dict:
+        mtime = _ns(attr.mtime)
+        return {"st_mode": attr.mode, "st_nlink": 2 if attr.is_dir else 1, "st_size": attr.size,
+                "st_uid": attr.uid, "st_gid": attr.gid, "st_mtime": mtime, "st_ctime": mtime,
+                "st_atime": mtime, "st_blocks": (attr.size + 511) // 512, "st_blksize": 1 << 20}
+
+    # -- metadata ---------------------------------------------------------------------------------
+    @translated
+    def getattr(self, path, fh=None):
+        return self._stat(self.fs.lookup(path))
+
+    @translated
+    def readdir(self, path, fh):
+        return [".", ".."] + self.fs.list_dir(path)
+
+    @translated
+    def access(self, path, amode):
+        self.fs.lookup(path)
+        if amode & os.W_OK and self.fs.read_only:
+            raise FsError(errno.EROFS)
+        return 0
+
+    @translated
+    def statfs(self, path):
+        return self.fs.statfs()
+
+    @translated
+    def chmod(self, path, mode):
+        self.fs.chmod(path, mode)
+
+    @translated
+    def chown(self, path, uid, gid):
+        self.fs.chown(path, uid, gid)
+
+    @translated
+    def utimens(self, path, times=None):
+        self.fs.utimens(path, None if times is None else times[1] / 1e9)
+
+    # -- names ------------------------------------------------------------------------------------
+    @translated
+    def mkdir(self, path, mode):
+        uid, gid, _ = mfusepy.fuse_get_context()
+        self.fs.mkdir(path, mode, uid, gid)
+
+    @translated
+    def rmdir(self, path):
+        self.fs.rmdir(path)
+
+    @translated
+    def unlink(self, path):
+        self.fs.unlink(path)
+
+    @translated
+    def rename(self, old, new):
+        self.fs.rename(old, new)
+
+    @translated
+    def symlink(self, target, source):
+        # mfusepy's naming: `target` is the new link's path, `source` what it points to.
+        uid, gid, _ = mfusepy.fuse_get_context()
+        self.fs.symlink(source, target, uid, gid)
+
+    @translated
+    def readlink(self, path):
+        return self.fs.readlink(path)
+
+    @translated
+    def mknod(self, path, mode, dev):
+        if not stat.S_ISREG(mode):
+            raise FsError(errno.EPERM, "only regular files can live in S3")
+        uid, gid, _ = mfusepy.fuse_get_context()
+        fh = self.fs.create(path, mode, os.O_WRONLY | os.O_EXCL, uid, gid)
+        try:
+            self.fs.flush(fh)
+        finally:
+            self.fs.release(fh)
+
+    # -- file data ----------------------------------------------------------------------------------
+    @translated
+    def create(self, path, mode, flags=os.O_WRONLY):
+        uid, gid, _ = mfusepy.fuse_get_context()
+        return self.fs.create(path, mode, flags, uid, gid)
+
+    @translated
+    def open(self, path, flags):
+        return self.fs.open(path, flags)
+
+    @translated
+    def read(self, path, size, offset, fh):
+        return self.fs.read(fh, size, offset)
+
+    @translated
+    def write(self, path, data, offset, fh):
+        return self.fs.write(fh, data, offset)
+
+    @translated
+    def truncate(self, path, length, fh=None):
+        self.fs.truncate(path, length, fh)
+
+    @translated
+    def flush(self, path, fh):
+        self.fs.flush(fh)
+
+    @translated
+    def fsync(self, path, datasync, fh):
+        self.fs.fsync(fh)
+
+    @translated
+    def release(self, path, fh):
+        self.fs.release(fh)
+
+    # -- extended attributes --------------------------------------------------------------------------
+    @translated
+    def getxattr(self, path, name, position=0):
+        return self.fs.getxattr(path, name)
+
+    @translated
+    def listxattr(self, path):
+        return self.fs.listxattr(path)
+
+    @translated
+    def setxattr(self, path, name, value, options, position=0):
+        self.fs.setxattr(path, name, bytes(value), options)
+
+    @translated
+    def removexattr(self, path, name):
+        self.fs.removexattr(path, name)

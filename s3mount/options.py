@@ -1,0 +1,181 @@
+"""Command-line and -o option parsing for `s3mount BUCKET[:/PREFIX] MOUNTPOINT`.
+
+Every long option also works as `-o name=value` (dashes or underscores), so fstab lines can say
+everything. Options mount(8) passes that mean nothing to a FUSE file system are accepted and
+ignored; anything else unknown is an error that names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+USAGE = "s3mount [options] BUCKET[:/PREFIX] MOUNTPOINT\n       s3mount stats MOUNTPOINT"
+
+EXAMPLES = """\
+examples:
+  s3mount my-bucket /mnt/data
+  s3mount --config /etc/s3mount/data.yaml my-bucket:/logs/2024 /mnt/logs -o ro,allow_other
+  s3mount --endpoint http://127.0.0.1:9000 --cache-dir /var/cache/s3mount bucket ./mnt -f
+  s3mount bucket /mnt/b -o uid=1000,gid=1000,umask=022,metadata_ttl=10
+  mount -t fuse.s3mount bucket /mnt/data -o config=/etc/s3mount/data.yaml,allow_other
+  fstab:  bucket:/prefix /mnt/data fuse.s3mount _netdev,config=/etc/s3mount/data.yaml 0 0
+  s3mount stats /mnt/data
+"""
+
+# mount(8)/fstab words with no meaning for us (the kernel or mount handles them).
+IGNORED = {"_netdev", "auto", "noauto", "user", "users", "nouser", "nofail", "defaults", "rw",
+           "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime", "relatime",
+           "nodiratime", "async", "sync", "owner", "group", "comment", "loop", "x-gvfs-show"}
+
+
+class OptionError(ValueError):
+    pass
+
+
+def _octal(value: str, name: str) -> int:
+    try:
+        return int(value, 8)
+    except ValueError:
+        raise OptionError(f"{name}={value!r} is not an octal mode") from None
+
+
+@dataclass
+class MountOptions:
+    bucket: str | None = None
+    prefix: str = ""
+    mountpoint: str = ""
+    config: str | None = None
+    endpoint: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    cache_dir: str | None = None
+    foreground: bool = False
+    read_only: bool = False
+    allow_other: bool = False
+    allow_root: bool = False
+    uid: int | None = None
+    gid: int | None = None
+    file_mode: int = 0o644
+    dir_mode: int = 0o755
+    metadata_ttl: float = 5.0
+    log_level: str = "info"
+    logfile: str | None = None
+    libfuse: int = 3
+    allow_insecure_config: bool = False
+    no_verify_tls: bool = False
+    version: bool = False
+    extra_fuse: dict = field(default_factory=dict)
+
+    def fuse_kwargs(self, bucket: str) -> dict:
+        kw = {"fsname": f"s3mount:{bucket}", "subtype": "s3mount", "default_permissions": True,
+              "attr_timeout": self.metadata_ttl, "entry_timeout": self.metadata_ttl,
+              "negative_timeout": min(self.metadata_ttl, 1.0), "max_read": 1 << 20}
+        if self.libfuse == 2:
+            kw["big_writes"] = True
+            kw["max_write"] = 128 << 10  # libfuse 3 takes it in init (fuse_ops)
+        if self.read_only:
+            kw["ro"] = True
+        if self.allow_other:
+            kw["allow_other"] = True
+        if self.allow_root:
+            kw["allow_root"] = True
+        kw.update(self.extra_fuse)
+        return kw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="s3mount", usage=USAGE, epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Mount an S3 bucket (or a prefix of it) as a directory. Object metadata "
+                    "x-amz-meta-NAME is the extended attribute user.NAME. Subcommand: "
+                    "`s3mount stats MOUNTPOINT` prints live counters of a running mount.")
+    p.add_argument("source", nargs="?", help="BUCKET or BUCKET:/PREFIX (may come from the config's default_bucket)")
+    p.add_argument("mountpoint", nargs="?", help="an existing directory")
+    p.add_argument("--config", metavar="FILE", help="YAML file with an s3: section (see README), e.g. /etc/s3mount/data.yaml")
+    p.add_argument("--endpoint", metavar="URL", help="S3 endpoint: host, host:port or URL, e.g. http://127.0.0.1:9000")
+    p.add_argument("--region", help="signing region, e.g. eu-central-1")
+    p.add_argument("--profile", help="AWS profile for credentials, e.g. prod")
+    p.add_argument("--cache-dir", metavar="DIR", help="local data cache directory (default ~/.cache/s3mount/BUCKET-PID)")
+    p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr")
+    p.add_argument("-o", dest="o", action="append", default=[], metavar="OPT[,OPT...]",
+                   help="mount options: ro, allow_other, allow_root, uid=N, gid=N, umask=022, "
+                        "file_mode=0644, dir_mode=0755, and every long option as name=value, "
+                        "e.g. -o config=/etc/s3mount/a.yaml,allow_other")
+    p.add_argument("--metadata-ttl", type=float, metavar="SECONDS", help="how long stat results and listings are cached (default 5)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    p.add_argument("--logfile", metavar="PATH", help="log to this file (reopened on SIGHUP)")
+    p.add_argument("--libfuse", type=int, choices=[2, 3], help="libfuse major version to use (default 3)")
+    p.add_argument("--allow-insecure-config", action="store_true", help="accept a config file with secrets readable by others")
+    p.add_argument("--no-verify-tls", action="store_true", help="do not check the server's TLS certificate (logged)")
+    p.add_argument("-V", "--version", action="store_true", help="print the version")
+    return p
+
+
+def parse_args(argv: list[str]) -> MountOptions:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    opts = MountOptions(version=a.version)
+    if a.version:
+        return opts
+    for name in ("config", "endpoint", "region", "profile", "cache_dir", "metadata_ttl",
+                 "log_level", "logfile", "libfuse", "allow_insecure_config", "no_verify_tls",
+                 "foreground"):
+        value = getattr(a, name)
+        if value not in (None, False):
+            setattr(opts, name, value)
+    for group in a.o:
+        for item in filter(None, (x.strip() for x in group.split(","))):
+            apply_o(opts, item)
+    if not a.mountpoint and a.source and opts.config:
+        a.mountpoint, a.source = a.source, None  # `s3mount --config F MOUNTPOINT`
+    if not a.mountpoint:
+        raise OptionError("missing MOUNTPOINT (usage: " + USAGE.splitlines()[0] + ")")
+    opts.mountpoint = a.mountpoint
+    if a.source:
+        bucket, _, prefix = a.source.partition(":")
+        opts.bucket = bucket or None
+        opts.prefix = prefix.strip("/")
+    return opts
+
+
+def apply_o(opts: MountOptions, item: str) -> None:
+    name, eq, value = item.partition("=")
+    name = name.strip().replace("-", "_")
+    if name in IGNORED or name.startswith("x-") or name.startswith("x_"):
+        return
+    flags = {"ro": "read_only", "allow_other": "allow_other", "allow_root": "allow_root",
+             "foreground": "foreground", "allow_insecure_config": "allow_insecure_config",
+             "no_verify_tls": "no_verify_tls"}
+    if name in flags and not eq:
+        setattr(opts, flags[name], True)
+        return
+    if not eq:
+        raise OptionError(f"unknown mount option {name!r}")
+    if name in ("config", "endpoint", "region", "profile", "cache_dir", "logfile"):
+        setattr(opts, name, value)
+    elif name in ("uid", "gid"):
+        if not value.isdigit():
+            raise OptionError(f"{name}={value!r} must be a number")
+        setattr(opts, name, int(value))
+    elif name == "umask":
+        mask = _octal(value, name)
+        opts.file_mode, opts.dir_mode = 0o666 & ~mask, 0o777 & ~mask
+    elif name in ("file_mode", "dir_mode"):
+        setattr(opts, name, _octal(value, name))
+    elif name == "metadata_ttl":
+        try:
+            opts.metadata_ttl = float(value)
+        except ValueError:
+            raise OptionError(f"metadata_ttl={value!r} must be a number of seconds") from None
+    elif name == "log_level":
+        if value not in ("debug", "info", "warning", "error"):
+            raise OptionError(f"log_level={value!r}: use debug, info, warning or error")
+        opts.log_level = value
+    elif name == "libfuse":
+        if value not in ("2", "3"):
+            raise OptionError("libfuse must be 2 or 3")
+        opts.libfuse = int(value)
+    else:
+        raise OptionError(f"unknown mount option {name!r}")
