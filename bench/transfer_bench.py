@@ -160,16 +160,20 @@ class Contender:
         cmd = self.command(direction, key, path)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         s0 = server_cpu(self.args.server_pid)
+        b0 = busy_cpu()
         t0 = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout)
         wall = time.perf_counter() - t0
         s1 = server_cpu(self.args.server_pid)
+        b1 = busy_cpu()
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         if r.returncode != 0:
             raise RuntimeError(f"{self.label} {direction} failed ({r.returncode}): "
                                f"{(r.stderr or r.stdout)[-600:]}")
         out = {"wall": wall, "cpu": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime),
                "server_cpu": s1 - s0}
+        # Everything else the machine did meanwhile (other processes, kernel): a noise gauge.
+        out["other_cpu"] = max(0.0, (b1 - b0) - out["cpu"] - out["server_cpu"])
         if self.kind == "s3mount":
             out["inner"] = json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
         return out
@@ -195,6 +199,13 @@ def server_cpu(pid: int | None) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_cpu() -> float:
+    """CPU seconds all CPUs of the machine have spent busy (not idle/iowait) since boot."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def sha256_file(path: str) -> str:
@@ -366,7 +377,8 @@ def main() -> None:
                                  f"{args.size_mib / down['inner']:.0f})")
                     log(f"rep {rep + 1}/{args.reps} {c.label}: up {up['mibs']:.0f} MiB/s "
                         f"cpu {up['cpu']:.1f}s+{up['server_cpu']:.1f}s, down {down['mibs']:.0f} MiB/s "
-                        f"cpu {down['cpu']:.1f}s+{down['server_cpu']:.1f}s{extra}")
+                        f"cpu {down['cpu']:.1f}s+{down['server_cpu']:.1f}s; other load "
+                        f"{up['other_cpu']:.1f}s/{down['other_cpu']:.1f}s{extra}")
                 except Exception as e:  # one tool failing must not sink the others' numbers
                     failures.append(f"rep {rep + 1} {c.label}: {e}")
                     log(f"FAIL {failures[-1]}")
@@ -382,22 +394,25 @@ def main() -> None:
         peers = [c for c in contenders if c.kind != "s3mount"]
         print(f"\n{args.size_mib} MiB, {args.reps} reps, median [min-max] MiB/s, wall time of the "
               f"whole command (process start included); cpu = median CPU seconds (user+sys) of "
-              f"the client process + of the SeaweedFS process during the transfer\n")
+              f"the client process + of the SeaweedFS process during the transfer; other load = "
+              f"CPU seconds the rest of the machine used meanwhile (noise gauge)\n")
         print("| contender | upload MiB/s | download MiB/s | cpu up s (client+server) "
-              "| cpu down s (client+server) |")
-        print("|---|---|---|---|---|")
+              "| cpu down s (client+server) | other load up/down s |")
+        print("|---|---|---|---|---|---|")
         for c in contenders:
             cells = [fmt([s["mibs"] for s in samples[(c.spec, d)]]) for d in ("up", "down")]
             cpu = []
             for d in ("up", "down"):
                 a, b = med(c.spec, d, "cpu"), med(c.spec, d, "server_cpu")
                 cpu.append("-" if a is None else f"{a:.1f} + {b:.1f}")
-            print(f"| {c.label} | {cells[0]} | {cells[1]} | {cpu[0]} | {cpu[1]} |")
+            other = [med(c.spec, d, "other_cpu") for d in ("up", "down")]
+            other_s = "/".join("-" if x is None else f"{x:.1f}" for x in other)
+            print(f"| {c.label} | {cells[0]} | {cells[1]} | {cpu[0]} | {cpu[1]} | {other_s} |")
         for c in contenders:
             if c.kind == "s3mount" and samples[(c.spec, "up")]:
                 inner = [fmt([args.size_mib / s["inner"] for s in samples[(c.spec, d)]])
                          for d in ("up", "down")]
-                print(f"| {c.label}, in-process time only | {inner[0]} | {inner[1]} | | |")
+                print(f"| {c.label}, in-process time only | {inner[0]} | {inner[1]} | | | |")
         if mine and peers:
             print()
             for c in [c for c in contenders if c.kind == "s3mount"]:

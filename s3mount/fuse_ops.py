@@ -36,10 +36,6 @@ def translated(fn: Callable) -> Callable:
     return wrapper
 
 
-def _ns(t: float) -> int:
-    return int(t * 1e9)
-
-
 class S3Operations(mfusepy.Operations):
     use_ns = True  # times in integer nanoseconds
 
@@ -63,7 +59,7 @@ class S3Operations(mfusepy.Operations):
 
     @staticmethod
     def _stat(attr: Attr) -> dict:
-        mtime = _ns(attr.mtime)
+        mtime = attr.st_mtime_ns
         return {"st_mode": attr.mode, "st_nlink": 2 if attr.is_dir else 1, "st_size": attr.size,
                 "st_uid": attr.uid, "st_gid": attr.gid, "st_mtime": mtime, "st_ctime": mtime,
                 "st_atime": mtime, "st_blocks": (attr.size + 511) // 512, "st_blksize": 1 << 20}
@@ -98,7 +94,7 @@ class S3Operations(mfusepy.Operations):
 
     @translated
     def utimens(self, path, times=None):
-        self.fs.utimens(path, None if times is None else times[1] / 1e9)
+        self.fs.utimens(path, None if times is None else times[1])
 
     # -- names ------------------------------------------------------------------------------------
     @translated
@@ -123,6 +119,10 @@ class S3Operations(mfusepy.Operations):
         # mfusepy's naming: `target` is the new link's path, `source` what it points to.
         uid, gid, _ = mfusepy.fuse_get_context()
         self.fs.symlink(source, target, uid, gid)
+
+    @translated
+    def link(self, target, source):
+        raise FsError(errno.EPERM, "S3 has no hard links")
 
     @translated
     def readlink(self, path):

@@ -70,7 +70,9 @@ class MountOptions:
     def fuse_kwargs(self, bucket: str) -> dict:
         kw = {"fsname": f"s3mount:{bucket}", "subtype": "s3mount", "default_permissions": True,
               "attr_timeout": self.metadata_ttl, "entry_timeout": self.metadata_ttl,
-              "negative_timeout": min(self.metadata_ttl, 1.0), "max_read": 1 << 20}
+              "negative_timeout": min(self.metadata_ttl, 1.0), "max_read": 1 << 20,
+              # unlink of an open file reaches us (no .fuse_hidden rename that would land in S3)
+              "hard_remove": True}
         if self.libfuse == 2:
             kw["big_writes"] = True
             kw["max_write"] = 128 << 10  # libfuse 3 takes it in init (fuse_ops)

@@ -148,3 +148,13 @@ def make_file(path: str, size: int, seed: int = 0) -> bytes:
             i += 1
     with open(path, "rb") as f:
         return f.read() if size <= 64 << 20 else b""
+
+
+@pytest.fixture
+def mount(seaweed, prefix):
+    """A fresh mount of BUCKET:/<unique prefix> with a 1 s metadata TTL."""
+    from mountutil import Mount
+    m = Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"), options=["-o", "metadata_ttl=1"])
+    m.start()
+    yield m
+    m.cleanup()

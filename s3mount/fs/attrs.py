@@ -42,6 +42,11 @@ class Attr:
     metadata: dict[str, str] = field(default_factory=dict)
     complete: bool = True     # False when built from a listing: no metadata known yet
     headers: dict[str, str] = field(default_factory=dict)  # Content-Type and friends
+    mtime_ns: int | None = None  # exact, when x-amz-meta-mtime gives it
+
+    @property
+    def st_mtime_ns(self) -> int:
+        return self.mtime_ns if self.mtime_ns is not None else round(self.mtime * 1e6) * 1000
 
     @property
     def is_dir(self) -> bool:
@@ -75,23 +80,32 @@ def parse_mode(meta: dict[str, str]) -> int | None:
     return None
 
 
-def parse_time(raw: str | None) -> float | None:
+def parse_time_ns(raw: str | None) -> int | None:
+    """'1700000000', '1700000000.5' (fraction padded to 9 digits, as rclone reads s3fs's
+    values) or RFC 3339 -> integer nanoseconds."""
     if not raw:
         return None
     raw = raw.strip()
     try:
         if "." in raw and raw.replace(".", "", 1).isdigit():
             sec, frac = raw.split(".", 1)
-            return int(sec) + int((frac + "000000000")[:9]) / 1e9
+            return int(sec) * 10**9 + int((frac + "000000000")[:9])
         if raw.lstrip("-").isdigit():
-            return float(int(raw))
-        return datetime.datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+            return int(raw) * 10**9
+        dt = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return int(dt.timestamp()) * 10**9 + dt.microsecond * 1000
     except (ValueError, OverflowError):
         return None
 
 
-def format_time(t: float) -> str:
-    ns = int(round(t * 1e9))
+def parse_time(raw: str | None) -> float | None:
+    ns = parse_time_ns(raw)
+    return None if ns is None else ns / 1e9
+
+
+def format_time(t: float | int) -> str:
+    """Seconds (a float) or nanoseconds (an int) -> s3fs's 'sec' or 'sec.nnnnnnnnn'."""
+    ns = t if isinstance(t, int) else int(round(t * 1e9))
     sec, frac = divmod(ns, 10**9)
     return str(sec) if frac == 0 else f"{sec}.{frac:09d}"
 
@@ -108,11 +122,11 @@ def attr_from_meta(kind: str, size: int, last_modified: float, etag: str | None,
     gid = _parse_int(meta.get(GID, "")) if GID in meta else None
     if defaults.force_owner:
         uid = gid = None
-    mtime = parse_time(meta.get(MTIME))
+    mtime_ns = parse_time_ns(meta.get(MTIME))
     return Attr(kind=kind, mode=type_bits | perm, size=size,
-                mtime=mtime if mtime is not None else last_modified,
+                mtime=mtime_ns / 1e9 if mtime_ns is not None else last_modified,
                 uid=defaults.uid if uid is None else uid, gid=defaults.gid if gid is None else gid,
-                etag=etag, metadata=dict(meta))
+                etag=etag, metadata=dict(meta), mtime_ns=mtime_ns)
 
 
 def posix_meta(mode: int, uid: int, gid: int, mtime: float) -> dict[str, str]:

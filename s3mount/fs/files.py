@@ -40,7 +40,8 @@ class OpenFile:
     def current_attr(self) -> Attr:
         a = self.attr
         return Attr(kind=a.kind, mode=a.mode, size=self.entry.size, mtime=a.mtime, uid=a.uid,
-                    gid=a.gid, etag=self.entry.etag, metadata=dict(a.metadata))
+                    gid=a.gid, etag=self.entry.etag, metadata=dict(a.metadata),
+                    headers=dict(a.headers), mtime_ns=a.mtime_ns)
 
 
 @dataclass
@@ -177,7 +178,7 @@ class FileOps(FsCore):
 
     def _touch(self, of: OpenFile) -> None:
         now = self.now()
-        of.attr.mtime = now
+        of.attr.mtime, of.attr.mtime_ns = now, None
         of.attr.metadata[MTIME] = format_time(now)
 
     # -- upload ---------------------------------------------------------------------------------------

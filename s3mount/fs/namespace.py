@@ -32,11 +32,16 @@ class S3FileSystem(FileOps):
         if attr.is_dir:
             raise FsError(errno.EISDIR)
         key = self.key_of(path)
+        with self.lock:
+            of = self.files.get(path)
+        if of is not None:  # open handles keep reading: bring in what is not cached yet
+            of.entry.fill(self._fetcher(of))
         self.client.delete(self.bucket, key)
         with self.lock:
-            of = self.files.pop(path, None)
+            if of is not None and self.files.get(path) is of:
+                del self.files[path]
             if of is not None:
-                of.unlinked = True  # open handles keep reading the cache file; nothing uploads
+                of.unlinked = True  # nothing uploads it again
         self.cache.forget(self.bucket, key)
         self.invalidate(path)
         self.meta.put(path, None)
@@ -231,7 +236,8 @@ class S3FileSystem(FileOps):
 
     def _apply_posix(self, attr: Attr, meta: dict[str, str]) -> None:
         fresh = self.attr_from_info_meta(attr, meta)
-        attr.mode, attr.uid, attr.gid, attr.mtime = fresh.mode, fresh.uid, fresh.gid, fresh.mtime
+        attr.mode, attr.uid, attr.gid = fresh.mode, fresh.uid, fresh.gid
+        attr.mtime, attr.mtime_ns = fresh.mtime, fresh.mtime_ns
 
     def attr_from_info_meta(self, attr: Attr, meta: dict[str, str]) -> Attr:
         from .attrs import attr_from_meta
@@ -249,7 +255,7 @@ class S3FileSystem(FileOps):
             meta.setdefault(MODE, str(attr.mode))
             meta.setdefault(UID, str(attr.uid))
             meta.setdefault(GID, str(attr.gid))
-            meta.setdefault(MTIME, format_time(attr.mtime))
+            meta.setdefault(MTIME, format_time(attr.st_mtime_ns))
             if "mode" in values:
                 meta[MODE] = str(stat.S_IFMT(attr.mode) | stat.S_IMODE(values["mode"]))
             if values.get("uid", -1) != -1:
@@ -267,8 +273,8 @@ class S3FileSystem(FileOps):
     def chown(self, path: str, uid: int, gid: int) -> None:
         self._posix_change(path, uid=uid, gid=gid)
 
-    def utimens(self, path: str, mtime: float | None) -> None:
-        self._posix_change(path, mtime=self.now() if mtime is None else mtime)
+    def utimens(self, path: str, mtime_ns: int | None) -> None:
+        self._posix_change(path, mtime=self.now() if mtime_ns is None else int(mtime_ns))
 
     # -- extended attributes ---------------------------------------------------------------------
     def getxattr(self, path: str, name: str) -> bytes:
