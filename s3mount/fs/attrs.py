@@ -177,7 +177,7 @@ def encode_xattr_value(value: bytes) -> str:
 
 
 def decode_xattr_value(stored: str) -> bytes:
-    """The exact bytes of a stored value (the store may already have decoded UTF-8 words)."""
+    """The exact bytes of a value as stored (ObjectInfo.raw_metadata)."""
     m = _WORD.match(stored)
     if m and m.group(2) in "bB":
         try:

@@ -80,9 +80,9 @@ class FsCore:
                     uid=self.defaults.uid, gid=self.defaults.gid)
 
     def attr_from_info(self, kind: str, info: ObjectInfo) -> Attr:
+        # The fs works on values as stored, so xattr bytes decode exactly once (attrs.py).
         attr = attr_from_meta(kind, info.size if kind != "dir" else 0, info.mtime, info.etag,
-                              info.metadata, self.defaults)
-        attr.metadata = dict(info.metadata)
+                              info.raw_metadata, self.defaults)
         attr.headers = {k: v for k, v in info.headers.items() if k in CONTENT_HEADERS}
         return attr
 

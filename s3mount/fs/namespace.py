@@ -158,7 +158,7 @@ class S3FileSystem(FileOps):
                 try:
                     info = self.client.head(self.bucket, obj.key)
                     headers = {**{k: v for k, v in info.headers.items() if k == "content-type"},
-                               **info.metadata}
+                               **info.raw_metadata}
                 except NotFoundError:
                     headers = {"content-type": DIR_CONTENT_TYPE}
                 self.client.put(self.bucket, target, b"", headers)
@@ -179,7 +179,8 @@ class S3FileSystem(FileOps):
 
     def _copy_large(self, src_key: str, dst_key: str, size: int) -> None:
         info = self.client.head(self.bucket, src_key)
-        headers = {**{k: v for k, v in info.headers.items() if k == "content-type"}, **info.metadata}
+        headers = {**{k: v for k, v in info.headers.items() if k == "content-type"},
+                   **info.raw_metadata}
         self.store.transfer.copy(self.bucket, src_key, self.bucket, dst_key, size, headers,
                                  replace_metadata=True, if_match=info.etag)
 
@@ -217,7 +218,7 @@ class S3FileSystem(FileOps):
             if not attr.is_dir:
                 raise
             info = None  # an implicit directory: give it a marker to hold the metadata
-        new = change(dict(info.metadata if info else {}))
+        new = change(dict(info.raw_metadata if info else {}))
         self._check_size(new)
         if info is None or (attr.is_dir and info.size == 0):
             headers = {"content-type": DIR_CONTENT_TYPE, **new}

@@ -12,6 +12,7 @@ import email.header
 import email.utils
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
@@ -27,24 +28,39 @@ SSE_HEADERS = ("x-amz-server-side-encryption", "x-amz-server-side-encryption-aws
                "x-amz-server-side-encryption-bucket-key-enabled")
 
 
+_WORD = re.compile(r"^=\?([A-Za-z0-9_.-]+)\?([BbQq])\?([^?]*)\?=$")
+
+
 def encode_meta_value(value: str) -> str:
-    """HTTP headers carry ASCII; other text goes as an RFC 2047 encoded word, as S3 itself does.
-    Edge spaces are encoded too: servers trim them from header values."""
+    """HTTP headers carry ASCII: other text goes as one RFC 2047 word (=?UTF-8?B?...?=), the form
+    S3 itself returns. Edge spaces are encoded too: servers trim them from header values."""
     if value.isascii() and value.isprintable() and value == value.strip():
         return value
-    return email.header.Header(value, "utf-8").encode(maxlinelen=10**6).replace("\n", "")
+    return "=?UTF-8?B?" + base64.b64encode(value.encode("utf-8", "surrogateescape")).decode() + "?="
+
+
+def repair_header_value(raw: str) -> str:
+    """Raw UTF-8 from servers that store it arrives decoded as latin-1; undo that."""
+    if raw.isascii():
+        return raw
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return raw
 
 
 def decode_meta_value(raw: str) -> str:
+    raw = repair_header_value(raw)
+    m = _WORD.match(raw)
+    if m and m.group(2) in "Bb" and m.group(1).lower() in ("utf-8", "utf8", "us-ascii"):
+        try:
+            return base64.b64decode(m.group(3), validate=True).decode("utf-8")
+        except ValueError:
+            return raw
     if raw.startswith("=?") and raw.endswith("?="):
         try:
             return str(email.header.make_header(email.header.decode_header(raw)))
         except (ValueError, LookupError, UnicodeDecodeError):
-            return raw
-    if not raw.isascii():  # raw UTF-8 bytes that the HTTP library decoded as latin-1
-        try:
-            return raw.encode("latin-1").decode("utf-8")
-        except (UnicodeEncodeError, UnicodeDecodeError):
             return raw
     return raw
 
@@ -59,8 +75,9 @@ class ObjectInfo:
     size: int
     etag: str
     mtime: float
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)      # values decoded to text
     headers: dict[str, str] = field(default_factory=dict)
+    raw_metadata: dict[str, str] = field(default_factory=dict)  # values as stored (RFC 2047 kept)
 
     @property
     def content_type(self) -> str | None:
@@ -73,7 +90,8 @@ class ObjectInfo:
 
 def _info_from_headers(key: str, headers: Mapping[str, str]) -> ObjectInfo:
     lower = {k.lower(): v for k, v in headers.items()}
-    meta = {k: decode_meta_value(v) for k, v in lower.items() if k.startswith(META_PREFIX)}
+    raw = {k: repair_header_value(v) for k, v in lower.items() if k.startswith(META_PREFIX)}
+    meta = {k: decode_meta_value(v) for k, v in raw.items()}
     mtime = 0.0
     if "last-modified" in lower:
         parsed = email.utils.parsedate_to_datetime(lower["last-modified"])
@@ -84,7 +102,7 @@ def _info_from_headers(key: str, headers: Mapping[str, str]) -> ObjectInfo:
         if total.isdigit():
             size = int(total)
     return ObjectInfo(key=key, size=size, etag=lower.get("etag", "").strip('"'), mtime=mtime,
-                      metadata=meta, headers=lower)
+                      metadata=meta, headers=lower, raw_metadata=raw)
 
 
 def _encode_headers(headers: Mapping[str, str] | None) -> dict[str, str]:

@@ -113,7 +113,7 @@ class RemoteStore:
                 return True
             merged = carried_headers(info)
             if not metadata_of(given):
-                merged.update(info.metadata)
+                merged.update(info.raw_metadata)
             merged.update(given)
             self.transfer.copy(src_bucket, src_key, bucket, key, info.size, merged,
                                replace_metadata=True, if_match=info.etag)
