@@ -264,6 +264,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"s3mount {__version__}")
         return
     if not opts.foreground:
+        # Before detaching, a failure is one line on stderr (fail), not log records too.
+        logging.basicConfig(level=logging.ERROR, format="s3mount: %(message)s")
         check_mountpoint(opts.mountpoint)
         conn = build_connection(opts)
         bucket = opts.bucket or conn.default_bucket
