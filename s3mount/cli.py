@@ -143,7 +143,7 @@ def run_mount(opts: MountOptions) -> None:
         os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
     from .cache import DataCache
     from .fs import Defaults, S3FileSystem
-    from .fuse_ops import S3Operations
+    from .fuse_ops import S3FUSE, S3Operations
     from .store import RemoteStore
     import mfusepy
 
@@ -151,9 +151,9 @@ def run_mount(opts: MountOptions) -> None:
     preflight(store, bucket, opts.prefix)
     recover_dead_mount(opts.mountpoint)
     cache_dir = opts.cache_dir or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "s3mount",
-        f"{bucket}-{os.getpid()}")
-    cache = DataCache(cache_dir)
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "s3mount", bucket)
+    lock_cache_dir(cache_dir)
+    cache = DataCache(cache_dir, capacity=opts.cache_size or default_cache_size(cache_dir))
     defaults = Defaults(uid=opts.uid if opts.uid is not None else os.getuid(),
                         gid=opts.gid if opts.gid is not None else os.getgid(),
                         file_mode=opts.file_mode, dir_mode=opts.dir_mode,
@@ -177,12 +177,34 @@ def run_mount(opts: MountOptions) -> None:
              conn.credential_source)
     install_signal_handlers(opts.mountpoint)
     try:
-        mfusepy.FUSE(ops, opts.mountpoint, foreground=True, nothreads=False,
+        S3FUSE(ops, opts.mountpoint, foreground=True, nothreads=False,
                      **opts.fuse_kwargs(bucket))
     except RuntimeError as e:
         fail(f"FUSE mount of {opts.mountpoint} failed: {e}")
     finally:
         store.close()
+
+
+def default_cache_size(cache_dir: str) -> int:
+    """10 GiB, or half the free space under the cache directory if that is less."""
+    st = os.statvfs(cache_dir)
+    return max(64 << 20, min(10 << 30, st.f_bavail * st.f_frsize // 2))
+
+
+_cache_lock_fd: int | None = None
+
+
+def lock_cache_dir(cache_dir: str) -> None:
+    """One mount per cache directory: its blocks and index are not shared."""
+    import fcntl
+    global _cache_lock_fd
+    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(cache_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"cache directory {cache_dir} is in use by another s3mount; give each mount its own --cache-dir")
+    _cache_lock_fd = fd
 
 
 def announce_ready(mountpoint: str) -> None:

@@ -36,6 +36,16 @@ def translated(fn: Callable) -> Callable:
     return wrapper
 
 
+class S3FUSE(mfusepy.FUSE):
+    """mfusepy's FUSE, plus keep_cache on open while the object's ETag is unchanged."""
+
+    def open(self, path, fip):
+        result = super().open(path, fip)
+        if fip.contents.fh and self.operations.fs.keep_kernel_cache(fip.contents.fh):
+            fip.contents.keep_cache = 1
+        return result
+
+
 class S3Operations(mfusepy.Operations):
     use_ns = True  # times in integer nanoseconds
 

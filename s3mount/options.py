@@ -33,6 +33,20 @@ class OptionError(ValueError):
     pass
 
 
+def parse_size(text: str) -> int:
+    """'10G', '500M', '1.5G', '4096' -> bytes."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in units and t[-1:] else ""
+    try:
+        value = float(t[: len(t) - len(unit)] if unit else t) * units[unit]
+    except ValueError:
+        raise OptionError(f"cache size {text!r}: use a number with K, M, G or T") from None
+    if value < 64 << 20:
+        raise OptionError(f"cache size {text!r} is below the 64M minimum")
+    return int(value)
+
+
 def _octal(value: str, name: str) -> int:
     try:
         return int(value, 8)
@@ -50,6 +64,7 @@ class MountOptions:
     region: str | None = None
     profile: str | None = None
     cache_dir: str | None = None
+    cache_size: int | None = None
     foreground: bool = False
     read_only: bool = False
     allow_other: bool = False
@@ -100,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", help="signing region, e.g. eu-central-1")
     p.add_argument("--profile", help="AWS profile for credentials, e.g. prod")
     p.add_argument("--cache-dir", metavar="DIR", help="local data cache directory (default ~/.cache/s3mount/BUCKET-PID)")
+    p.add_argument("--cache-size", metavar="SIZE", help="hard cap on cache disk use, e.g. 2G, 500M (default: 10G or half the free space, whichever is less)")
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr")
     p.add_argument("-o", dest="o", action="append", default=[], metavar="OPT[,OPT...]",
                    help="mount options: ro, allow_other, allow_root, uid=N, gid=N, umask=022, "
@@ -121,6 +137,8 @@ def parse_args(argv: list[str]) -> MountOptions:
     opts = MountOptions(version=a.version)
     if a.version:
         return opts
+    if a.cache_size is not None:
+        opts.cache_size = parse_size(a.cache_size)
     for name in ("config", "endpoint", "region", "profile", "cache_dir", "metadata_ttl",
                  "log_level", "logfile", "libfuse", "allow_insecure_config", "no_verify_tls",
                  "foreground"):
@@ -157,6 +175,8 @@ def apply_o(opts: MountOptions, item: str) -> None:
         raise OptionError(f"unknown mount option {name!r}")
     if name in ("config", "endpoint", "region", "profile", "cache_dir", "logfile"):
         setattr(opts, name, value)
+    elif name == "cache_size":
+        opts.cache_size = parse_size(value)
     elif name in ("uid", "gid"):
         if not value.isdigit():
             raise OptionError(f"{name}={value!r} must be a number")

@@ -109,12 +109,14 @@ class FaultProxy:
         self.rule: Rule | None = None
         self.injected: collections.Counter[str] = collections.Counter()
         self.seen: list[tuple[str, str]] = []
+        self.ranges: list[tuple[str, str, str | None]] = []
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
     def decide(self, method: str, target: str, headers: dict) -> Action:
         with self._lock:
             self.seen.append((method, target))
+            self.ranges.append((method, target, headers.get("range")))
             action = self.rule(method, target, headers) if self.rule else None
             if action is None and self.plan:
                 action = self.plan.popleft()
@@ -133,6 +135,7 @@ class FaultProxy:
             self.rule = None
             self.injected.clear()
             self.seen.clear()
+            self.ranges.clear()
 
     def close(self) -> None:
         self._server.shutdown()

@@ -1,24 +1,40 @@
-"""Cache entries: a sparse local file holding an object's bytes, with per-block presence.
+"""The data cache: one sparse local file per object version, blocks tracked and capped.
 
-An entry mirrors one object version (its ETag). Blocks are fetched on first touch through a
-`fetch(offset, length)` callable that writes into the entry's file; writes go to the file and
-mark the entry dirty until the caller uploads it and calls `mark_clean`. Files are created 0600
-in a 0700 directory.
+Blocks (1 MiB) are fetched on first touch through a `fetch(offset, length)` callable the caller
+passes in (this module knows no S3), several at once, and sequential readers get a growing
+readahead window. Every present block counts against one byte budget; when it is full the least
+recently used clean blocks are punched out of their files. Dirty blocks are never evicted:
+writers wait for uploads to make room (back-pressure). Files are 0600 in 0700 directories; a
+small JSON index beside each closed clean file lets its blocks survive a restart, to be reused
+only while the object's ETag is unchanged.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import json
 import logging
 import os
 import threading
+import time
+from concurrent.futures import Executor
 from typing import Callable
+
+from .holes import punch_hole
 
 log = logging.getLogger("s3mount.cache")
 
 Fetch = Callable[[int, int], None]  # fetch(offset, length): put remote bytes at offset in the file
-
 MiB = 1024 * 1024
+
+
+class CacheFull(OSError):
+    pass
+
+
+class BlockLost(OSError):
+    """A block was uploaded as a part, then evicted, and cannot be fetched back before complete."""
 
 
 class CacheEntry:
@@ -26,112 +42,303 @@ class CacheEntry:
                  path: str, fd: int):
         self.cache = cache
         self.bucket, self.key, self.etag = bucket, key, etag
-        self.size = size            # logical size of the data in this entry
-        self.remote_size = size     # bytes at or past this offset are never fetched
+        self.size = size            # logical size
+        self.remote_size = size     # blocks at or past this offset are never fetched
         self.path, self.fd = path, fd
         self.bs = cache.block_size
         self.present: set[int] = set()
-        self.dirty = False
+        self.dirty: set[int] = set()        # written since the last upload
+        self.unfetchable: set[int] = set()  # overwritten since the remote version: no refetch
+        self.gen: dict[int, int] = {}       # per-block write counter, to spot rewrites mid-upload
+        self.inflight: dict[int, threading.Event] = {}
+        self.failed: dict[int, BaseException] = {}
         self.refs = 0
+        self.truncated = False      # size changed without a block being written
         self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.seq_end = -1           # end of the last read, to spot sequential readers
+        self.seq_bytes = 0          # bytes read back to back so far
+        self.window = 0             # readahead bytes
 
-    # -- presence ------------------------------------------------------------------------------
-    def _missing_runs(self, start: int, end: int, max_run: int) -> list[tuple[int, int]]:
-        """Byte runs [a, b) inside [start, end) that must be fetched, block aligned."""
-        end = min(end, self.remote_size)
-        if start >= end:
-            return []
-        runs: list[tuple[int, int]] = []
-        first, last = start // self.bs, (end - 1) // self.bs
-        run_start = None
+    @property
+    def is_dirty(self) -> bool:
+        return bool(self.dirty) or self.truncated
+
+    # -- fetching ------------------------------------------------------------------------------
+    def _claim(self, first: int, last: int) -> list[tuple[int, int]]:
+        """Mark missing, fetchable blocks in [first, last] in flight; return their byte runs."""
+        runs, run_start = [], None
+        last = min(last, (self.remote_size - 1) // self.bs) if self.remote_size else -1
         for b in range(first, last + 2):
-            missing = b <= last and b not in self.present
-            if missing and run_start is None:
+            want = b <= last and b not in self.present and b not in self.inflight \
+                and b not in self.unfetchable
+            if want and run_start is None:
                 run_start = b
-            if run_start is not None and (not missing or (b - run_start) * self.bs >= max_run):
-                a = run_start * self.bs
-                runs.append((a, min(b * self.bs, self.remote_size)))
-                run_start = b if missing else None
+            if run_start is not None and (not want or b - run_start >= self.cache.max_run_blocks):
+                runs.append((run_start, b - 1))
+                run_start = b if want else None
+        for a, z in runs:
+            ev = threading.Event()
+            for b in range(a, z + 1):
+                self.inflight[b] = ev
         return runs
 
-    def ensure(self, start: int, end: int, fetch: Fetch, max_run: int = 8 * MiB) -> None:
-        """Make bytes [start, end) locally valid, fetching missing blocks."""
+    def _run_fetch(self, fetch: Fetch, a: int, z: int) -> None:
+        start, end = a * self.bs, min((z + 1) * self.bs, self.remote_size)
+        room = (z - a + 1) * self.bs
+        err: BaseException | None = None
+        try:
+            self.cache.reserve(room, self)
+            fetch(start, end - start)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting readers
+            err = e
         with self.lock:
-            for a, b in self._missing_runs(start, end, max_run):
-                fetch(a, b - a)
-                for blk in range(a // self.bs, (b - 1) // self.bs + 1):
-                    self.present.add(blk)
+            ev = self.inflight.get(a)
+            for b in range(a, z + 1):
+                self.inflight.pop(b, None)
+                if err is None:
+                    self.present.add(b)
+                    self.failed.pop(b, None)
+                else:
+                    self.failed[b] = err
+        if err is None:
+            self.cache.added(self, range(a, z + 1))
+        else:
+            self.cache.release_reservation(room)
+        if ev is not None:
+            ev.set()
 
-    def missing_bytes(self) -> int:
+    def ensure(self, start: int, end: int, fetch: Fetch, pool: Executor | None = None,
+               ahead: int = 0) -> None:
+        """Make bytes [start, end) valid locally; start fetching `ahead` more bytes after them."""
+        if start >= end:
+            return
+        first, last = start // self.bs, (end - 1) // self.bs
         with self.lock:
-            return sum(b - a for a, b in self._missing_runs(0, self.remote_size, 1 << 62))
+            for b in range(first, last + 1):
+                self.failed.pop(b, None)
+                if b in self.unfetchable and b not in self.present:
+                    raise BlockLost(5, f"block {b} of {self.key} was uploaded and evicted")
+            runs = self._claim(first, last)
+            ahead_runs = self._claim(last + 1, (end + ahead - 1) // self.bs) if ahead else []
+            waits = {id(ev): ev for b in range(first, last + 1)
+                     if (ev := self.inflight.get(b)) is not None}
+        if pool is not None:
+            for a, z in ahead_runs:
+                pool.submit(self._run_fetch, fetch, a, z)
+            for a, z in runs[1:]:
+                pool.submit(self._run_fetch, fetch, a, z)
+            runs = runs[:1]
+        else:
+            runs = runs + ahead_runs
+        for a, z in runs:  # the first run in this thread: no hand-off for the common case
+            self._run_fetch(fetch, a, z)
+        for ev in waits.values():
+            ev.wait()
+        with self.lock:
+            for b in range(first, last + 1):
+                if b in self.failed:
+                    raise self.failed.pop(b)
+        self.cache.touch(self, range(first, last + 1))
 
     # -- data ----------------------------------------------------------------------------------
-    def read(self, offset: int, size: int, fetch: Fetch) -> bytes:
+    def read(self, offset: int, size: int, fetch: Fetch, pool: Executor | None = None) -> bytes:
         with self.lock:
             end = min(offset + size, self.size)
             if offset >= end:
                 return b""
-            self.ensure(offset, end, fetch)
-            return os.pread(self.fd, end - offset, offset)
+            # The kernel's own readahead (up to 1 MiB) makes any read look sequential for a
+            # while; only a longer run of consecutive reads is a sequential reader.
+            if offset == self.seq_end:
+                self.seq_bytes += end - offset
+            else:
+                self.seq_bytes, self.window = end - offset, 0
+            if self.seq_bytes > self.cache.sequential_after:
+                self.window = min(max(self.window * 2, 2 * self.bs), self.cache.max_readahead)
+            self.seq_end = end
+            ahead = self.window
+        self.ensure(offset, end, fetch, pool, ahead)
+        return os.pread(self.fd, end - offset, offset)
 
     def write(self, offset: int, data: bytes, fetch: Fetch) -> int:
+        end = offset + len(data)
+        if not data:
+            return 0
+        # Blocks only partly overwritten need their remote bytes first.
+        for edge in (offset, end):
+            blk = edge // self.bs
+            if edge % self.bs and edge < self.remote_size:
+                self.ensure(blk * self.bs, min((blk + 1) * self.bs, self.remote_size), fetch)
+        first, last = offset // self.bs, (end - 1) // self.bs
         with self.lock:
-            end = offset + len(data)
-            # Blocks only partly overwritten need their remote bytes first.
-            for edge in (offset, end):
-                blk = edge // self.bs
-                if edge % self.bs and edge < self.remote_size and blk not in self.present:
-                    self.ensure(blk * self.bs, (blk + 1) * self.bs, fetch)
-            if offset > self.size:  # a hole between the old end and this write reads as zeros
+            new = [b for b in range(first, last + 1) if b not in self.present]
+        self.cache.reserve(len(new) * self.bs, self, dirty=True)
+        with self.lock:
+            if offset > self.size:  # the hole up to this write reads as zeros, never fetched
                 self.remote_size = min(self.remote_size, self.size)
             n = os.pwrite(self.fd, data, offset)
-            for blk in range(offset // self.bs, (end - 1) // self.bs + 1 if n else 0):
-                self.present.add(blk)
+            blocks = range(first, last + 1)
+            fresh = [b for b in blocks if b not in self.present]
+            self.present.update(blocks)
+            self.dirty.update(blocks)
+            for b in blocks:
+                self.gen[b] = self.gen.get(b, 0) + 1
+            self.unfetchable.update(blocks)
             self.size = max(self.size, end)
-            self.dirty = True
-            return n
+        self.cache.added(self, fresh, reserved=len(new) * self.bs)
+        self.cache.touch(self, blocks)
+        return n
 
     def truncate(self, length: int) -> None:
         with self.lock:
             os.ftruncate(self.fd, length)
             self.remote_size = min(self.remote_size, length)
-            if length < self.size:
-                first_gone = -(-length // self.bs)
-                self.present = {b for b in self.present if b < first_gone}
+            gone = [b for b in self.present if b * self.bs >= length]
+            for b in gone:
+                self.present.discard(b)
+                self.dirty.discard(b)
+            if length % self.bs and (length // self.bs) in self.present:
+                self.dirty.add(length // self.bs)
             self.size = length
-            self.dirty = True
+            self.truncated = True
+        self.cache.removed(self, gone)
 
-    def fill(self, fetch: Fetch) -> None:
+    def fill(self, fetch: Fetch, pool: Executor | None = None) -> None:
         """Fetch every missing block (before a whole-object upload)."""
-        self.ensure(0, self.size, fetch, max_run=64 * MiB)
+        self.ensure(0, self.size, fetch, pool)
 
     def mark_clean(self, etag: str) -> None:
+        """After an upload of the whole object: this is now the remote version `etag`."""
         with self.lock:
             self.etag = etag
             self.remote_size = self.size
-            self.present = set(range(-(-self.size // self.bs)))
-            self.dirty = False
+            self.dirty.clear()
+            self.unfetchable.clear()
+            self.truncated = False
+        self.cache.space_freed()
+
+    def mark_uploaded(self, blocks) -> None:
+        """Blocks sent as a multipart part: evictable now, but not fetchable until complete."""
+        with self.lock:
+            self.dirty.difference_update(blocks)
+        self.cache.space_freed()
+
+    def index(self) -> dict:
+        with self.lock:
+            return {"bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size,
+                    "block_size": self.bs, "present": sorted(self.present)}
+
+
+def _name_for(bucket: str, key: str) -> str:
+    return hashlib.sha256(f"{bucket}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 class DataCache:
-    def __init__(self, root: str, *, block_size: int = MiB):
+    def __init__(self, root: str, *, capacity: int = 10 * 1024 * MiB, block_size: int = MiB,
+                 max_readahead: int = 64 * MiB, clock: Callable[[], float] = time.monotonic,
+                 wait_timeout: float = 120.0):
         self.root = root
         self.block_size = block_size
+        self.capacity = capacity
+        self.max_readahead = max_readahead
+        self.sequential_after = 2 * MiB
+        self.max_run_blocks = max(1, (8 * MiB) // block_size)
+        self.wait_timeout = wait_timeout
+        self.clock = clock
         self.dir = os.path.join(root, "data")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         os.chmod(root, 0o700)
         os.chmod(self.dir, 0o700)
         self._lock = threading.Lock()
-        self._clean: dict[tuple[str, str], CacheEntry] = {}  # closed, clean, reusable
+        self._space = threading.Condition(self._lock)
+        self.used = 0                     # bytes of present blocks + reservations
+        self.dirty_bytes = 0
+        self._lru: collections.OrderedDict[tuple[int, int], CacheEntry] = collections.OrderedDict()
+        self._clean: dict[tuple[str, str], CacheEntry] = {}  # closed, reusable
         self._seq = 0
+        self.hits = 0
+        self.misses = 0
+        self._load_index()
 
+    # -- accounting ----------------------------------------------------------------------------
+    def reserve(self, nbytes: int, entry: CacheEntry, dirty: bool = False) -> None:
+        """Take room for new blocks, evicting clean ones; dirty writers wait for uploads."""
+        if nbytes <= 0:
+            return
+        deadline = self.clock() + self.wait_timeout
+        with self._lock:
+            while self.used + nbytes > self.capacity:
+                if self._evict_locked(self.used + nbytes - self.capacity):
+                    continue
+                if not dirty and self.used + nbytes > self.capacity:
+                    break  # a read may overshoot briefly; its blocks become evictable at once
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    raise CacheFull(28, "cache full of data waiting for upload")  # ENOSPC
+                self._space.wait(min(remaining, 1.0))
+            self.used += nbytes
+
+    def release_reservation(self, nbytes: int) -> None:
+        with self._lock:
+            self.used -= nbytes
+            self._space.notify_all()
+
+    def added(self, entry: CacheEntry, blocks, reserved: int | None = None) -> None:
+        """Blocks became present; their reservation becomes accounted blocks."""
+        blocks = list(blocks)
+        with self._lock:
+            if reserved is not None:
+                self.used += len(blocks) * self.block_size - reserved
+            for b in blocks:
+                self._lru[(id(entry), b)] = entry
+                self._lru.move_to_end((id(entry), b))
+
+    def touch(self, entry: CacheEntry, blocks) -> None:
+        with self._lock:
+            for b in blocks:
+                k = (id(entry), b)
+                if k in self._lru:
+                    self._lru.move_to_end(k)
+
+    def removed(self, entry: CacheEntry, blocks) -> None:
+        with self._lock:
+            for b in blocks:
+                if self._lru.pop((id(entry), b), None) is not None:
+                    self.used -= self.block_size
+            self._space.notify_all()
+
+    def space_freed(self) -> None:
+        with self._lock:
+            self._space.notify_all()
+
+    def _evict_locked(self, need: int) -> bool:
+        freed = 0
+        for k in list(self._lru):
+            if freed >= need:
+                break
+            entry = self._lru[k]
+            blk = k[1]
+            if not entry.lock.acquire(blocking=False):
+                continue
+            try:
+                if blk in entry.dirty or blk in entry.inflight or blk not in entry.present:
+                    continue
+                if entry.fd >= 0:
+                    punch_hole(entry.fd, blk * entry.bs, entry.bs)
+                entry.present.discard(blk)
+            finally:
+                entry.lock.release()
+            del self._lru[k]
+            self.used -= self.block_size
+            freed += self.block_size
+        return freed > 0
+
+    # -- entries -------------------------------------------------------------------------------
     def _new_file(self, bucket: str, key: str) -> tuple[str, int]:
         with self._lock:
             self._seq += 1
             seq = self._seq
-        digest = hashlib.sha256(f"{bucket}/{key}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
-        path = os.path.join(self.dir, f"{digest}.{os.getpid()}.{seq}")
+        path = os.path.join(self.dir, f"{_name_for(bucket, key)}.{os.getpid()}.{seq}")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         return path, fd
 
@@ -140,10 +347,15 @@ class DataCache:
         with self._lock:
             old = self._clean.pop((bucket, key), None)
         if old is not None:
-            if etag is not None and old.etag == etag and old.size == size and not old.dirty:
+            if etag is not None and old.etag == etag and old.size == size:
+                if old.fd < 0:
+                    old.fd = os.open(old.path, os.O_RDWR | os.O_CLOEXEC)
                 old.refs += 1
+                old.seq_end, old.seq_bytes, old.window = -1, 0, 0
+                self.hits += 1
                 return old
             self.discard(old)
+        self.misses += 1
         path, fd = self._new_file(bucket, key)
         os.ftruncate(fd, size)
         entry = CacheEntry(self, bucket, key, etag, size, path, fd)
@@ -153,17 +365,16 @@ class DataCache:
     def create(self, bucket: str, key: str) -> CacheEntry:
         """An entry for a new, empty object that does not exist remotely yet."""
         entry = self.open(bucket, key, None, 0)
-        entry.dirty = True
+        entry.truncated = True
         return entry
 
     def release(self, entry: CacheEntry) -> None:
-        """Drop a reference; a clean entry stays for reuse by the next open of the same ETag."""
+        """Drop a reference; a clean entry stays for reuse (and across restarts)."""
         with entry.lock:
             entry.refs -= 1
-            if entry.refs > 0:
+            if entry.refs > 0 or entry.is_dirty or entry.etag is None:
                 return
-        if entry.dirty or entry.etag is None:
-            return  # kept by the caller (pending upload) or simply forgotten by discard()
+            self._write_index(entry)
         with self._lock:
             prev = self._clean.get((entry.bucket, entry.key))
             self._clean[(entry.bucket, entry.key)] = entry
@@ -178,17 +389,64 @@ class DataCache:
 
     def discard(self, entry: CacheEntry) -> None:
         with entry.lock:
+            blocks = list(entry.present)
+            entry.present.clear()
             if entry.fd >= 0:
                 os.close(entry.fd)
                 entry.fd = -1
+            for p in (entry.path, entry.path + ".json"):
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+        self.removed(entry, blocks)
+
+    def _write_index(self, entry: CacheEntry) -> None:
+        tmp = entry.path + ".json.tmp"
+        with open(tmp, "w") as f:
+            json.dump(entry.index(), f)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, entry.path + ".json")
+
+    def _load_index(self) -> None:
+        """Adopt the clean files a previous run left, with their blocks; drop everything else."""
+        for name in os.listdir(self.dir):
+            path = os.path.join(self.dir, name)
+            if name.endswith(".json") or name.endswith(".tmp"):
+                continue
+            meta = None
             try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
+                with open(path + ".json") as f:
+                    meta = json.load(f)
+            except (OSError, ValueError):
                 pass
+            if not meta or meta.get("block_size") != self.block_size or not meta.get("etag"):
+                for p in (path, path + ".json"):
+                    try:
+                        os.unlink(p)
+                    except FileNotFoundError:
+                        pass
+                continue
+            entry = CacheEntry(self, meta["bucket"], meta["key"], meta["etag"], meta["size"], path, -1)
+            entry.present = set(meta["present"])
+            self._clean[(entry.bucket, entry.key)] = entry
+            for b in sorted(entry.present):
+                self._lru[(id(entry), b)] = entry
+            self.used += len(entry.present) * self.block_size
+        if self.used > self.capacity:
+            with self._lock:
+                self._evict_locked(self.used - self.capacity)
+
+    def stats(self) -> dict:
+        with self._lock:
+            dirty = sum(1 for (_, b), e in self._lru.items() if b in e.dirty) * self.block_size
+            return {"cache_bytes": self.used, "cache_capacity": self.capacity,
+                    "dirty_bytes": dirty, "open_hits": self.hits, "open_misses": self.misses}
 
     def close(self) -> None:
         with self._lock:
             entries = list(self._clean.values())
-            self._clean.clear()
         for e in entries:
-            self.discard(e)
+            if e.fd >= 0:
+                os.close(e.fd)
+                e.fd = -1

@@ -15,6 +15,7 @@ import mimetypes
 import os
 import stat
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..cache import CacheEntry
@@ -22,6 +23,7 @@ from ..store import RemoteStoreError
 from .attrs import MTIME, Attr, format_time, posix_meta
 from .core import FsCore
 from .errors import FsError, to_errno
+from .upload import UploadSession
 
 log = logging.getLogger("s3mount.fs")
 
@@ -36,6 +38,12 @@ class OpenFile:
         self.refs = 0
         self.unlinked = False
         self.upload_lock = threading.Lock()
+        self.session: UploadSession | None = None
+        self.mtime_explicit = False  # set by utimens; else the upload time stands for mtime
+
+    @property
+    def pending(self) -> bool:
+        return self.entry.is_dirty or self.session is not None
 
     def current_attr(self) -> Attr:
         a = self.attr
@@ -48,6 +56,7 @@ class OpenFile:
 class Handle:
     file: OpenFile
     flags: int
+    keep_cache: bool = False  # the kernel's page cache for this file is still valid
 
 
 class FileOps(FsCore):
@@ -55,6 +64,10 @@ class FileOps(FsCore):
         super().__init__(*args, **kwargs)
         self.files: dict[str, OpenFile] = {}
         self.handles: dict[int, Handle] = {}
+        self._kernel_etags: dict[str, str | None] = {}  # path -> ETag the page cache holds
+        workers = self.store.connection.max_concurrency
+        self.fetch_pool = ThreadPoolExecutor(max_workers=max(8, workers), thread_name_prefix="fetch")
+        self.upload_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
         self._fh = itertools.count(1)
 
     # -- hooks for the namespace side -----------------------------------------------------------
@@ -87,8 +100,17 @@ class FileOps(FsCore):
         with self.lock:
             of.refs += 1
             fh = next(self._fh)
-            self.handles[fh] = Handle(of, flags)
+            etag = of.entry.etag
+            keep = etag is not None and self._kernel_etags.get(of.path) == etag
+            if len(self._kernel_etags) > 100_000:
+                self._kernel_etags.clear()
+            self._kernel_etags[of.path] = etag
+            self.handles[fh] = Handle(of, flags, keep)
             return fh
+
+    def keep_kernel_cache(self, fh: int) -> bool:
+        h = self.handles.get(fh)
+        return bool(h and h.keep_cache)
 
     # -- open / create -----------------------------------------------------------------------------
     def open(self, path: str, flags: int) -> int:
@@ -147,7 +169,7 @@ class FileOps(FsCore):
     # -- data ----------------------------------------------------------------------------------------
     def read(self, fh: int, size: int, offset: int) -> bytes:
         of = self._handle(fh).file
-        return of.entry.read(offset, size, self._fetcher(of))
+        return of.entry.read(offset, size, self._fetcher(of), self.fetch_pool)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         h = self._handle(fh)
@@ -156,7 +178,33 @@ class FileOps(FsCore):
             offset = of.entry.size
         n = of.entry.write(offset, data, self._fetcher(of))
         self._touch(of)
+        self._stream(of, offset + n)
         return n
+
+    def _stream(self, of: OpenFile, write_end: int) -> None:
+        """Past the multipart threshold, upload the parts a sequential writer has passed."""
+        conn = self.store.connection
+        if of.unlinked or of.entry.size <= conn.multipart_threshold:
+            return
+        if of.session is None:
+            with of.upload_lock:
+                if of.session is None:
+                    of.session = self._new_session(of)
+        of.session.stream(write_end)
+
+    def _new_session(self, of: OpenFile) -> UploadSession:
+        return UploadSession(self.client, self.store.transfer, self.upload_pool, self.bucket,
+                             of.key, of.entry, self._upload_headers(of, session=True),
+                             self.store.connection.part_size,
+                             self.store.connection.max_concurrency)
+
+    def _upload_headers(self, of: OpenFile, session: bool = False) -> dict[str, str]:
+        headers = dict(of.headers)
+        headers.update(of.attr.metadata)
+        if session and not of.mtime_explicit:
+            # Written over time: the object's Last-Modified (the completion) is the mtime.
+            headers.pop(MTIME, None)
+        return headers
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> None:
         self.check_writable()
@@ -180,29 +228,42 @@ class FileOps(FsCore):
         now = self.now()
         of.attr.mtime, of.attr.mtime_ns = now, None
         of.attr.metadata[MTIME] = format_time(now)
+        of.mtime_explicit = False
 
     # -- upload ---------------------------------------------------------------------------------------
     def upload(self, of: OpenFile) -> None:
         """Put the whole object if it has local changes; raises FsError, data stays dirty."""
         with of.upload_lock:
             entry = of.entry
-            if not entry.dirty or of.unlinked:
+            if of.unlinked:
+                if of.session is not None:
+                    of.session.abort()
+                    of.session = None
                 return
+            if not of.pending:
+                return
+            fetch = self._fetcher(of)
             try:
-                with entry.lock:
-                    entry.fill(self._fetcher(of))
-                    size = entry.size
-                    headers = dict(of.headers)
-                    headers.update(of.attr.metadata)
-                    if size <= self.store.connection.multipart_threshold:
-                        etag = self.client.put(self.bucket, of.key, os.pread(entry.fd, size, 0),
-                                               headers)
-                    else:
-                        etag = self.store.transfer.upload_fd(self.bucket, of.key, entry.fd, size,
-                                                             headers)
-                    entry.key = of.key
-                    entry.mark_clean(etag)
-                    of.attr.etag = etag
+                conn = self.store.connection
+                if of.session is None and entry.size <= conn.multipart_threshold:
+                    entry.fill(fetch, self.fetch_pool)
+                    with entry.lock:
+                        data = os.pread(entry.fd, entry.size, 0)
+                    etag = self.client.put(self.bucket, of.key, data, self._upload_headers(of))
+                else:
+                    if of.session is None:
+                        of.session = self._new_session(of)
+                    etag = of.session.finish(fetch)
+                    if self._upload_headers(of, session=True) != of.session.headers:
+                        # metadata changed while the parts were going up (chmod, setxattr...)
+                        etag = self.store.replace_metadata(self.bucket, of.key,
+                                                           self._upload_headers(of)).etag
+                    of.session = None
+                entry.key = of.key
+                entry.mark_clean(etag)
+                of.attr.etag = etag
+                with self.lock:
+                    self._kernel_etags[of.path] = etag  # the page cache holds what we wrote
             except (RemoteStoreError, OSError) as e:
                 err = to_errno(e)
                 log.error("upload of %s (%d bytes) failed, data kept in cache file %s: %s",
@@ -227,7 +288,7 @@ class FileOps(FsCore):
             last = of.refs == 0
         if not last:
             return
-        if of.entry.dirty and not of.unlinked:
+        if of.pending and not of.unlinked:
             try:
                 self.upload(of)
             except FsError:
@@ -237,6 +298,8 @@ class FileOps(FsCore):
                 if self.files.get(of.path) is of:
                     del self.files[of.path]
                 if of.unlinked:
+                    if of.session is not None:
+                        of.session.abort()
                     self.cache.discard(of.entry)
                 else:
                     self.cache.release(of.entry)

@@ -35,7 +35,7 @@ class S3FileSystem(FileOps):
         with self.lock:
             of = self.files.get(path)
         if of is not None:  # open handles keep reading: bring in what is not cached yet
-            of.entry.fill(self._fetcher(of))
+            of.entry.fill(self._fetcher(of), self.fetch_pool)
         self.client.delete(self.bucket, key)
         with self.lock:
             if of is not None and self.files.get(path) is of:
@@ -131,10 +131,12 @@ class S3FileSystem(FileOps):
         if src.etag is None:  # created here, empty, never uploaded: nothing remote to move
             pass
         else:
-            self.store.transfer.copy(self.bucket, old_key, self.bucket, new_key, src.size,
-                                     self._copy_headers(src), replace_metadata=False,
-                                     if_match=src.etag)
+            new_etag = self.store.transfer.copy(self.bucket, old_key, self.bucket, new_key,
+                                                src.size, self._copy_headers(src),
+                                                replace_metadata=False, if_match=src.etag)
             self.client.delete(self.bucket, old_key)
+            if of is not None and new_etag:
+                of.entry.etag = of.attr.etag = new_etag  # later block fetches come from the copy
         self.cache.forget(self.bucket, old_key)
         self._rekey(old, new)
 
@@ -202,7 +204,7 @@ class S3FileSystem(FileOps):
         self.check_writable()
         with self.lock:
             of: OpenFile | None = self.files.get(path)
-        if of is not None and (of.entry.dirty or of.attr.etag is None):
+        if of is not None and (of.pending or of.attr.etag is None):
             new = change(dict(of.attr.metadata))
             self._check_size(new)
             of.attr.metadata = new
@@ -266,6 +268,11 @@ class S3FileSystem(FileOps):
             if "mtime" in values:
                 meta[MTIME] = format_time(values["mtime"])
             return meta
+        if "mtime" in values:
+            with self.lock:
+                of = self.files.get(path)
+            if of is not None:
+                of.mtime_explicit = True
         self._update_meta(path, change)
 
     def chmod(self, path: str, mode: int) -> None:

@@ -2,7 +2,7 @@
 
 from .client import ObjectInfo, S3Client
 from .config import S3Connection, load_config
-from .errors import (AccessDeniedError, ConfigError, IntegrityError, InvalidKeyError,
+from .errors import (AccessDeniedError, ConfigError, IntegrityError, InvalidKeyError, NoSuchUploadError,
                      NoSuchBucketError, NotFoundError, PreconditionFailedError, RemoteStoreError,
                      S3Error, ServerError, TransportError)
 from .names import S3Name
@@ -11,4 +11,4 @@ from .remote_store import RemoteStore
 __all__ = ["S3Connection", "S3Name", "RemoteStore", "RemoteStoreError", "S3Client", "ObjectInfo",
            "load_config", "ConfigError", "InvalidKeyError", "S3Error", "NotFoundError",
            "NoSuchBucketError", "AccessDeniedError", "PreconditionFailedError", "ServerError",
-           "TransportError", "IntegrityError"]
+           "TransportError", "IntegrityError", "NoSuchUploadError"]
