@@ -110,6 +110,7 @@ class FaultProxy:
         self.injected: collections.Counter[str] = collections.Counter()
         self.seen: list[tuple[str, str]] = []
         self.ranges: list[tuple[str, str, str | None]] = []
+        self.requests: list[tuple[str, str, dict]] = []
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -117,6 +118,7 @@ class FaultProxy:
         with self._lock:
             self.seen.append((method, target))
             self.ranges.append((method, target, headers.get("range")))
+            self.requests.append((method, target, dict(headers)))
             action = self.rule(method, target, headers) if self.rule else None
             if action is None and self.plan:
                 action = self.plan.popleft()
@@ -136,6 +138,7 @@ class FaultProxy:
             self.injected.clear()
             self.seen.clear()
             self.ranges.clear()
+            self.requests.clear()
 
     def close(self) -> None:
         self._server.shutdown()

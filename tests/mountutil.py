@@ -78,9 +78,10 @@ class Mount:
                 return self.proc.wait(timeout=10)
         return None
 
-    def restart(self) -> "Mount":
+    def restart(self, keep_cache: bool = False) -> "Mount":
         self.stop()
-        shutil.rmtree(self.cache, ignore_errors=True)
+        if not keep_cache:
+            shutil.rmtree(self.cache, ignore_errors=True)
         return self.start()
 
     def path(self, *parts: str) -> str:

@@ -1,0 +1,136 @@
+"""The block cache (issue: large files): ranged fetches, the hard cap, reuse across remounts.
+Counts bytes and requests, never time."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+from conftest import BUCKET, make_file
+from mountutil import Mount
+from s3mount.fs.upload import MAX_PARTS, layout, part_at, part_bounds
+
+MiB = 1 << 20
+
+
+def fetched_bytes(proxy) -> int:
+    total = 0
+    for meth, target, rng in proxy.ranges:
+        if meth == "GET" and "list-type" not in target and rng:
+            a, b = rng.split("=")[1].split("-")
+            total += int(b) - int(a) + 1
+    return total
+
+
+def test_part_layout_fits_5_tib():
+    base = 8 * MiB
+    parts = layout(5 * (1 << 40), base)
+    assert len(parts) <= MAX_PARTS
+    assert parts[0] == (1, 0, base) and parts[-1][2] == 5 * (1 << 40)
+    assert all(parts[i][2] == parts[i + 1][1] for i in range(len(parts) - 1))
+    for n in (1, 999, 1000, 1001, 2500, 9999):
+        start, end = part_bounds(n, base)
+        assert part_at(start, base) == n and part_at(end - 1, base) == n
+
+
+def test_4k_from_middle_of_1gib_fetches_few_blocks(proxy, store, prefix, workdir):
+    src = os.path.join(workdir, "gib")
+    make_file(src, 1024 * MiB, seed=21)
+    assert store.write(src, prefix + "gib")
+    with open(src, "rb") as f:
+        f.seek(512 * MiB + 12345)
+        want = f.read(4096)
+    os.unlink(src)
+    with Mount(proxy.endpoint, BUCKET, prefix.rstrip("/"), workdir=os.path.join(workdir, "m")) as m:
+        proxy.reset()
+        with open(m.path("gib"), "rb") as f:
+            f.seek(512 * MiB + 12345)
+            assert f.read(4096) == want
+        assert 0 < fetched_bytes(proxy) <= 2 * MiB  # one or two 1 MiB blocks of 1024
+    store.delete(prefix + "gib")
+
+
+def _allocated(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def test_write_larger_than_cap_stays_under_cap(seaweed, store, prefix, workdir):
+    cap = 64 * MiB
+    with Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"), options=["--cache-size", "64M"],
+               workdir=os.path.join(workdir, "m")) as m:
+        peak = [0]
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                peak[0] = max(peak[0], _allocated(os.path.join(m.cache, "data")))
+                stop.wait(0.005)
+        t = threading.Thread(target=watch)
+        t.start()
+        h = hashlib.sha256()
+        block = os.urandom(MiB)
+        try:
+            with open(m.path("big"), "wb") as f:
+                for i in range(200):
+                    chunk = i.to_bytes(4, "little") + block[4:]
+                    h.update(chunk)
+                    f.write(chunk)
+        finally:
+            stop.set()
+            t.join()
+        assert peak[0] <= cap, f"cache used {peak[0]} bytes on disk, cap {cap}"
+        info = store.client.head(BUCKET, prefix + "big")
+        assert info.size == 200 * MiB and info.is_multipart
+        back = os.path.join(workdir, "back")
+        assert store.read(prefix + "big", back)[0]
+        with open(back, "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == h.hexdigest()
+
+
+def test_clean_blocks_survive_remount_and_are_dropped_when_changed(proxy, store, prefix, workdir):
+    src = os.path.join(workdir, "obj")
+    data = make_file(src, 6 * MiB, seed=22)
+    assert store.write(src, prefix + "obj")
+    m = Mount(proxy.endpoint, BUCKET, prefix.rstrip("/"), workdir=os.path.join(workdir, "m"))
+    try:
+        m.start()
+        assert open(m.path("obj"), "rb").read() == data
+        m.restart(keep_cache=True)
+        proxy.reset()
+        assert open(m.path("obj"), "rb").read() == data
+        assert fetched_bytes(proxy) == 0  # served from the blocks the last mount left
+        data2 = make_file(src, 6 * MiB, seed=23)
+        assert store.write(src, prefix + "obj")  # changed behind the mount's back
+        m.restart(keep_cache=True)
+        proxy.reset()
+        assert open(m.path("obj"), "rb").read() == data2
+        assert fetched_bytes(proxy) == 6 * MiB  # the old blocks were not used
+    finally:
+        m.cleanup()
+
+
+def test_small_change_in_large_object_reuploads_only_that_part(proxy, store, prefix, workdir):
+    src = os.path.join(workdir, "large")
+    data = bytearray(make_file(src, 40 * MiB, seed=24))
+    assert store.write(src, prefix + "large")
+    with Mount(proxy.endpoint, BUCKET, prefix.rstrip("/"), workdir=os.path.join(workdir, "m")) as m:
+        proxy.reset()
+        with open(m.path("large"), "r+b") as f:
+            f.seek(20 * MiB + 7)
+            f.write(b"CHANGED")
+        data[20 * MiB + 7: 20 * MiB + 14] = b"CHANGED"
+        parts = [h for meth, t, h in proxy.requests if meth == "PUT" and "partNumber" in t]
+        copied = [h for h in parts if "x-amz-copy-source" in h]
+        assert len(parts) == 5 and len(copied) == 4  # 40 MiB = five 8 MiB parts
+        assert fetched_bytes(proxy) <= 8 * MiB  # only the edited part was read back
+    back = os.path.join(workdir, "back")
+    assert store.read(prefix + "large", back)[0]
+    assert open(back, "rb").read() == bytes(data)
