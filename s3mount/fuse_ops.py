@@ -60,6 +60,7 @@ class S3Operations(mfusepy.Operations):
             conn_info.max_write = 1 << 20
             conn_info.max_read = 1 << 20  # must match the max_read mount option
             conn_info.max_readahead = 1 << 20
+            conn_info.max_background = 64  # requests the kernel keeps in flight (readahead)
         if self._on_init:
             self._on_init()
 

@@ -40,7 +40,8 @@ class Attr:
     gid: int = 0
     etag: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
-    complete: bool = True     # False when built from a listing: no metadata known yet
+    complete: bool = True     # stat fields known (False: from a listing, HEAD needed)
+    has_meta: bool = True     # metadata and content headers known (False: from a listing)
     headers: dict[str, str] = field(default_factory=dict)  # Content-Type and friends
     mtime_ns: int | None = None  # exact, when x-amz-meta-mtime gives it
 
@@ -127,6 +128,10 @@ def attr_from_meta(kind: str, size: int, last_modified: float, etag: str | None,
                 mtime=mtime_ns / 1e9 if mtime_ns is not None else last_modified,
                 uid=defaults.uid if uid is None else uid, gid=defaults.gid if gid is None else gid,
                 etag=etag, metadata=dict(meta), mtime_ns=mtime_ns)
+
+
+def has_posix_meta(meta: dict[str, str]) -> bool:
+    return any(k in meta for k in (MODE, UID, GID, MTIME, META + "permissions"))
 
 
 def posix_meta(mode: int, uid: int, gid: int, mtime: float) -> dict[str, str]:

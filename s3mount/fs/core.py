@@ -19,7 +19,7 @@ from typing import Callable
 from ..cache import DataCache
 from ..store import NotFoundError, ObjectInfo, RemoteStore
 from ..store.client import CONTENT_HEADERS
-from .attrs import Attr, Defaults, attr_from_meta
+from .attrs import Attr, Defaults, attr_from_meta, has_posix_meta
 from .errors import FsError
 from .metacache import MISSING, MetaCache
 
@@ -28,6 +28,7 @@ log = logging.getLogger("s3mount.fs")
 NAME_MAX = 255
 KEY_MAX = 1024
 PREFETCH_LIMIT = 4096  # HEADs started in the background per listing
+SAMPLE = 4             # files HEADed per listing to see whether they carry POSIX metadata
 
 
 def valid_name(name: str) -> bool:
@@ -110,6 +111,18 @@ class FsCore:
             raise FsError(errno.ENOENT)
         return attr
 
+    def lookup_full(self, path: str) -> Attr:
+        """lookup() with the object's metadata and content headers, HEADing if a listing
+        supplied only the stat fields."""
+        attr = self.lookup(path)
+        if attr.has_meta or path == "/":
+            return attr
+        attr = self._stat_remote(path)
+        self.meta.put(path, attr)
+        if attr is None:
+            raise FsError(errno.ENOENT)
+        return attr
+
     def _stat_remote(self, path: str) -> Attr | None:
         key = self.key_of(path)
         try:
@@ -163,24 +176,43 @@ class FsCore:
                     continue
                 files[name] = Attr(kind="file", mode=0o100000 | self.defaults.file_mode,
                                    size=obj.size, mtime=obj.mtime, uid=self.defaults.uid,
-                                   gid=self.defaults.gid, etag=obj.etag, complete=False)
+                                   gid=self.defaults.gid, etag=obj.etag, complete=False,
+                                   has_meta=False)
             for p in page.prefixes:
                 name = p[len(prefix):].rstrip("/")
                 if not valid_name(name) or p[len(prefix):].count("/") != 1:
                     skipped += 1
                     continue
                 dirs[name] = Attr(kind="dir", mode=0o040000 | self.defaults.dir_mode,
-                                  uid=self.defaults.uid, gid=self.defaults.gid, complete=False)
+                                  uid=self.defaults.uid, gid=self.defaults.gid, complete=False,
+                                  has_meta=False)
         if skipped:
             log.info("%s: %d key(s) cannot be shown as paths (empty, '.', '..' or over %d bytes)",
                      path, skipped, NAME_MAX)
         entries = list(files.items()) + [(n, a) for n, a in dirs.items() if n not in files]
         entries.sort(key=lambda e: e[0])
         base = path.rstrip("/")
-        for name, attr in entries:
-            self.meta.put(f"{base}/{name}", attr)
-        self._prefetch([f"{base}/{name}" for name, _ in entries[:PREFETCH_LIMIT]])
+        sampled = self._sample(base, sorted(files))
+        sampled.update(self._sample(base, sorted(n for n in dirs if n not in files), SAMPLE // 2))
+        if any(a is not None and has_posix_meta(a.metadata) for a in sampled.values()):
+            # Objects here carry mode/owner/times: each entry's stat needs its own HEAD.
+            for name, attr in entries:
+                self.meta.put(f"{base}/{name}", sampled.get(name) or attr)
+            self._prefetch([f"{base}/{n}" for n, _ in entries[:PREFETCH_LIMIT] if n not in sampled])
+        else:
+            # Plain objects: the listing's size and time are the whole stat answer.
+            for name, attr in entries:
+                attr.complete = True
+                self.meta.put(f"{base}/{name}", sampled.get(name) or attr)
         return entries
+
+    def _sample(self, base: str, names: list[str], count: int = SAMPLE) -> dict[str, Attr | None]:
+        if not names:
+            return {}
+        step = max(1, len(names) // count)
+        picks = names[::step][:count]
+        results = self.pool.map(lambda n: self._stat_quiet(f"{base}/{n}"), picks)
+        return {n: a for n, a in zip(picks, results)}
 
     def _prefetch(self, paths: list[str]) -> None:
         """Start HEADs for listed entries, so the stat calls that follow a readdir find them ready."""

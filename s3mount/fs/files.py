@@ -120,7 +120,7 @@ class FileOps(FsCore):
         with self.lock:
             of = self.files.get(path)
         if of is None:
-            attr = self.lookup(path)
+            attr = self.lookup_full(path)
             if attr.is_dir:
                 raise FsError(errno.EISDIR)
             key = self.key_of(path)

@@ -93,7 +93,7 @@ class S3FileSystem(FileOps):
         self.invalidate(path)
 
     def readlink(self, path: str) -> str:
-        attr = self.lookup(path)
+        attr = self.lookup_full(path)
         if attr.kind != "link":
             raise FsError(errno.EINVAL)
         data, _ = self.client.get_bytes(self.bucket, self.key_of(path))
@@ -106,7 +106,7 @@ class S3FileSystem(FileOps):
             return
         if new.startswith(old.rstrip("/") + "/"):
             raise FsError(errno.EINVAL)  # a directory into itself
-        src = self.lookup(old)
+        src = self.lookup_full(old)
         dst = self._exists(new)
         if src.is_dir:
             if dst is not None and not dst.is_dir:
@@ -252,7 +252,7 @@ class S3FileSystem(FileOps):
             raise FsError(errno.E2BIG, f"user metadata over S3's {USER_META_LIMIT} bytes")
 
     def _posix_change(self, path: str, **values) -> None:
-        attr = self.lookup(path)
+        attr = self.lookup_full(path)
 
         def change(meta: dict[str, str]) -> dict[str, str]:
             meta.setdefault(MODE, str(attr.mode))
@@ -287,13 +287,13 @@ class S3FileSystem(FileOps):
     # -- extended attributes ---------------------------------------------------------------------
     def getxattr(self, path: str, name: str) -> bytes:
         header = self._xattr_header(name)
-        value = self.lookup(path).metadata.get(header)
+        value = self.lookup_full(path).metadata.get(header)
         if value is None:
             raise FsError(errno.ENODATA)
         return decode_xattr_value(value)
 
     def listxattr(self, path: str) -> list[str]:
-        return xattr_names(self.lookup(path).metadata)
+        return xattr_names(self.lookup_full(path).metadata)
 
     def setxattr(self, path: str, name: str, value: bytes, flags: int) -> None:
         header = self._xattr_header(name)

@@ -121,12 +121,11 @@ def copy_source(bucket: str, key: str) -> str:
 class S3Client:
     def __init__(self, transport: Transport):
         self.t = transport
-        self._http = transport.conn.endpoint_info.scheme == "http"
 
-    def _body_headers(self, body: bytes | memoryview, headers: dict[str, str]) -> str | None:
-        headers["content-md5"] = content_md5(body)
-        # Over plain http SigV4 signs the payload; hash it once here rather than per attempt.
-        return hashlib.sha256(body).hexdigest() if self._http else None
+    def _body_headers(self, body: bytes | memoryview, headers: dict[str, str]) -> None:
+        """Content-MD5, which the server verifies; the signer then sends UNSIGNED-PAYLOAD."""
+        headers["Content-MD5"] = content_md5(body)
+        return None
 
     # -- reading -------------------------------------------------------------------------------
     def head(self, bucket: str, key: str, *, if_match: str | None = None) -> ObjectInfo:
