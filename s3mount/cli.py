@@ -171,6 +171,13 @@ def run_mount(opts: MountOptions) -> None:
                       cache_dir, ", ".join(failed))
         log.info("unmounted %s", opts.mountpoint)
 
+    from .stats import StatsServer
+
+    def collect() -> dict:
+        return {"mountpoint": os.path.realpath(opts.mountpoint), "bucket": bucket,
+                "prefix": opts.prefix, **store.transport.stats.snapshot(), **cache.stats(),
+                "uploads": fs.upload_progress()}
+    stats_server = StatsServer(opts.mountpoint, collect)
     ops = S3Operations(fs, on_init=on_init, on_destroy=on_destroy)
     log.info("mounting s3://%s/%s at %s (s3mount %s, endpoint %s, credentials from %s)", bucket,
              opts.prefix, opts.mountpoint, __version__, conn.endpoint_info.host,
@@ -182,6 +189,8 @@ def run_mount(opts: MountOptions) -> None:
     except RuntimeError as e:
         fail(f"FUSE mount of {opts.mountpoint} failed: {e}")
     finally:
+        stats_server.close()
+        cache.close()
         store.close()
 
 
@@ -263,33 +272,51 @@ def recover_dead_mount(mountpoint: str) -> None:
     fail(f"{mountpoint} is a dead mount and could not be unmounted")
 
 
+def unmount(mountpoint: str) -> bool:
+    """Unmount; if files are still open (a close may be uploading), detach lazily: the kernel
+    then ends the session when the last one is closed, and destroy() uploads what is left."""
+    for cmd in (["fusermount3", "-u", mountpoint], ["fusermount", "-u", mountpoint],
+                ["umount", mountpoint], ["fusermount3", "-uz", mountpoint],
+                ["umount", "-l", mountpoint]):
+        try:
+            if subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0:
+                if "-uz" in cmd or "-l" in cmd:
+                    log.info("%s was busy: detached lazily; exiting once open files are closed",
+                             mountpoint)
+                return True
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return False
+
+
 def install_signal_handlers(mountpoint: str) -> None:
-    """SIGTERM/SIGINT unmount cleanly: destroy() then uploads what is pending."""
-    def stop(signum, frame):
+    """SIGTERM/SIGINT unmount cleanly: destroy() then uploads what is pending. SIGHUP reopens
+    the log file."""
+    def stop(signum: int) -> None:
         log.info("signal %d: unmounting %s", signum, mountpoint)
         from .notify import sd_notify
         sd_notify("STOPPING=1")
-        for cmd in (["fusermount3", "-u", mountpoint], ["fusermount", "-u", mountpoint],
-                    ["umount", mountpoint]):
-            try:
-                if subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0:
-                    return
-            except (OSError, subprocess.TimeoutExpired):
-                continue
-        log.error("could not unmount %s on signal %d", mountpoint, signum)
+        if not unmount(mountpoint):
+            log.error("could not unmount %s on signal %d", mountpoint, signum)
 
     def reopen(signum, frame):
         for h in logging.getLogger().handlers:
             if hasattr(h, "reopen"):
                 h.reopen()
 
-    signal.signal(signal.SIGTERM, lambda s, f: threading.Thread(target=stop, args=(s, f)).start())
-    signal.signal(signal.SIGINT, lambda s, f: threading.Thread(target=stop, args=(s, f)).start())
+    def on_stop(signum, frame):
+        threading.Thread(target=stop, args=(signum,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, reopen)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["stats"]:
+        from .stats import main as stats_main
+        sys.exit(stats_main(argv[1:]))
     try:
         opts = parse_args(argv)
     except OptionError as e:

@@ -132,11 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]) -> MountOptions:
+    """Defaults < the config file's mount: section < -o options < long options."""
     parser = build_parser()
     a = parser.parse_args(argv)
     opts = MountOptions(version=a.version)
     if a.version:
         return opts
+    o_items = [x.strip() for group in a.o for x in group.split(",") if x.strip()]
+    config = a.config or next((i.partition("=")[2] for i in o_items
+                               if i.replace("-", "_").startswith("config=")), None)
+    if config:
+        for item in config_mount_items(config, opts):
+            apply_o(opts, item)
+    for item in o_items:
+        apply_o(opts, item)
     if a.cache_size is not None:
         opts.cache_size = parse_size(a.cache_size)
     for name in ("config", "endpoint", "region", "profile", "cache_dir", "metadata_ttl",
@@ -145,19 +154,66 @@ def parse_args(argv: list[str]) -> MountOptions:
         value = getattr(a, name)
         if value not in (None, False):
             setattr(opts, name, value)
-    for group in a.o:
-        for item in filter(None, (x.strip() for x in group.split(","))):
-            apply_o(opts, item)
-    if not a.mountpoint and a.source and opts.config:
-        a.mountpoint, a.source = a.source, None  # `s3mount --config F MOUNTPOINT`
-    if not a.mountpoint:
+    if not a.mountpoint and a.source and (opts.mountpoint or config):
+        if opts.mountpoint:          # `s3mount --config F BUCKET`: mountpoint from the file
+            a.mountpoint = None
+        else:                        # `s3mount --config F MOUNTPOINT`
+            a.mountpoint, a.source = a.source, None
+    if a.mountpoint:
+        opts.mountpoint = a.mountpoint
+    if not opts.mountpoint:
         raise OptionError("missing MOUNTPOINT (usage: " + USAGE.splitlines()[0] + ")")
-    opts.mountpoint = a.mountpoint
     if a.source:
         bucket, _, prefix = a.source.partition(":")
         opts.bucket = bucket or None
         opts.prefix = prefix.strip("/")
     return opts
+
+
+MOUNT_SECTION_KEYS = {"bucket", "prefix", "mountpoint", "options", "cache_dir", "cache_size",
+                      "log_level", "logfile", "metadata_ttl", "read_only", "allow_other",
+                      "allow_root", "uid", "gid", "umask", "file_mode", "dir_mode", "libfuse"}
+
+
+def config_mount_items(path: str, opts: MountOptions) -> list[str]:
+    """The config file's optional mount: section (bucket, mountpoint, options...) as -o items;
+    bucket, prefix and mountpoint go straight into `opts`."""
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return []  # reported with its reason when the s3: section is loaded
+    if not isinstance(doc, dict):
+        return []
+    unknown = sorted(set(doc) - {"s3", "mount"})
+    if unknown:
+        raise OptionError(f"config file {path}: unknown section(s) {', '.join(map(str, unknown))}; "
+                          "use s3: and mount:")
+    section = doc.get("mount") or {}
+    if not isinstance(section, dict):
+        raise OptionError(f"config file {path}: mount: must be a mapping")
+    bad = sorted(set(section) - MOUNT_SECTION_KEYS)
+    if bad:
+        raise OptionError(f"config file {path}: unknown mount key(s) {', '.join(map(str, bad))}; "
+                          f"known: {', '.join(sorted(MOUNT_SECTION_KEYS))}")
+    items: list[str] = []
+    for key, value in section.items():
+        if key == "bucket":
+            opts.bucket = str(value)
+        elif key == "prefix":
+            opts.prefix = str(value).strip("/")
+        elif key == "mountpoint":
+            opts.mountpoint = str(value)
+        elif key == "options":
+            values = value if isinstance(value, list) else str(value).split(",")
+            items += [str(v).strip() for v in values if str(v).strip()]
+        elif isinstance(value, bool):
+            if value:
+                items.append("ro" if key == "read_only" else key)
+        else:
+            items.append(f"{key}={value}")
+    return items
 
 
 def apply_o(opts: MountOptions, item: str) -> None:

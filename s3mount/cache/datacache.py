@@ -119,6 +119,8 @@ class CacheEntry:
                 self.failed.pop(b, None)
                 if b in self.unfetchable and b not in self.present:
                     raise BlockLost(5, f"block {b} of {self.key} was uploaded and evicted")
+            missing = sum(1 for b in range(first, last + 1) if b not in self.present)
+            self.cache.count_blocks(last - first + 1 - missing, missing)
             runs = self._claim(first, last)
             ahead_runs = self._claim(last + 1, (end + ahead - 1) // self.bs) if ahead else []
             waits = {id(ev): ev for b in range(first, last + 1)
@@ -256,8 +258,10 @@ class DataCache:
         self._lru: collections.OrderedDict[tuple[int, int], CacheEntry] = collections.OrderedDict()
         self._clean: dict[tuple[str, str], CacheEntry] = {}  # closed, reusable
         self._seq = 0
-        self.hits = 0
+        self.hits = 0           # opens that found the object's blocks from before
         self.misses = 0
+        self.block_hits = 0     # blocks a read found present
+        self.block_misses = 0
         self._load_index()
 
     # -- accounting ----------------------------------------------------------------------------
@@ -277,6 +281,10 @@ class DataCache:
                     raise CacheFull(28, "cache full of data waiting for upload")  # ENOSPC
                 self._space.wait(min(remaining, 1.0))
             self.used += nbytes
+
+    def count_blocks(self, hits: int, misses: int) -> None:
+        self.block_hits += hits   # approximate under races; statistics only
+        self.block_misses += misses
 
     def release_reservation(self, nbytes: int) -> None:
         with self._lock:
@@ -441,7 +449,8 @@ class DataCache:
         with self._lock:
             dirty = sum(1 for (_, b), e in self._lru.items() if b in e.dirty) * self.block_size
             return {"cache_bytes": self.used, "cache_capacity": self.capacity,
-                    "dirty_bytes": dirty, "open_hits": self.hits, "open_misses": self.misses}
+                    "dirty_bytes": dirty, "open_hits": self.hits, "open_misses": self.misses,
+                    "block_hits": self.block_hits, "block_misses": self.block_misses}
 
     def close(self) -> None:
         with self._lock:

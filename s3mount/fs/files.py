@@ -39,6 +39,7 @@ class OpenFile:
         self.unlinked = False
         self.upload_lock = threading.Lock()
         self.session: UploadSession | None = None
+        self.uploading = False
         self.mtime_explicit = False  # set by utimens; else the upload time stands for mtime
 
     @property
@@ -243,6 +244,7 @@ class FileOps(FsCore):
             if not of.pending:
                 return
             fetch = self._fetcher(of)
+            of.uploading = True
             try:
                 conn = self.store.connection
                 if of.session is None and entry.size <= conn.multipart_threshold:
@@ -270,7 +272,21 @@ class FileOps(FsCore):
                           of.path, entry.size, entry.path, e)
                 raise FsError(err) from e
             finally:
+                of.uploading = False
                 self.invalidate(of.path)
+
+    def upload_progress(self) -> list[dict]:
+        """Uploads under way: path, size, bytes sent so far (for `s3mount stats`)."""
+        with self.lock:
+            files = list(self.files.values())
+        out = []
+        for of in files:
+            session = of.session
+            if of.uploading or session is not None:
+                size = of.entry.size
+                sent = session.bytes_done if session is not None else 0
+                out.append({"path": of.path, "size": size, "sent": min(sent, size)})
+        return out
 
     def flush(self, fh: int) -> None:
         self.upload(self._handle(fh).file)

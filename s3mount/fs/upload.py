@@ -171,6 +171,7 @@ class UploadSession:
                                             self.bucket, entry.key, start, end, if_match=entry.etag)
         with self.lock:
             self.done[number] = (etag, end - start)
+            self.bytes_done += end - start
 
     def _fill_and_upload(self, number: int, start: int, end: int, fetch) -> None:
         self.entry.ensure(start, end, fetch)

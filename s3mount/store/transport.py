@@ -136,8 +136,10 @@ class Transport:
             err.key = err.key if err.key is not None else key
             delay = self.jitter() * min(c.retry_max_delay, c.retry_base_delay * 2 ** (attempt - 1))
             if not err.retryable or attempt >= c.max_attempts or self.clock() + delay > deadline:
-                self.stats.error(operation)
-                level = logging.DEBUG if isinstance(err, _QUIET) else logging.WARNING
+                quiet = isinstance(err, _QUIET)
+                if not quiet:
+                    self.stats.error(operation)
+                level = logging.DEBUG if quiet else logging.WARNING
                 log.log(level, "S3 request failed after %d attempt(s): %s", attempt, err)
                 raise err
             with self.stats.lock:
