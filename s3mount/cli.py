@@ -58,13 +58,13 @@ def setup_logging(opts: MountOptions) -> None:
 
 
 def check_mountpoint(path: str) -> None:
+    if is_dead_mount(path):
+        return  # a dead FUSE mount: the mount step recovers it
     try:
         st = os.stat(path)
     except FileNotFoundError:
         fail(f"mountpoint {path} does not exist")
     except OSError as e:
-        if e.errno == errno.ENOTCONN:
-            return  # a dead FUSE mount: the mount step recovers it
         fail(f"mountpoint {path}: {e.strerror}")
     else:
         import stat as st_mod
@@ -253,13 +253,18 @@ def raise_readahead(mountpoint: str, kib: int = 1024) -> None:
         log.debug("kept the kernel's readahead (%s)", e)
 
 
-def recover_dead_mount(mountpoint: str) -> None:
+def is_dead_mount(mountpoint: str) -> bool:
+    """statvfs always asks the daemon (stat may be answered from the kernel's attr cache)."""
     try:
-        os.stat(mountpoint)
-        return
+        os.statvfs(mountpoint)
+        return False
     except OSError as e:
-        if e.errno != errno.ENOTCONN:
-            return
+        return e.errno == errno.ENOTCONN
+
+
+def recover_dead_mount(mountpoint: str) -> None:
+    if not is_dead_mount(mountpoint):
+        return
     log.warning("%s is a dead FUSE mount (transport endpoint not connected); unmounting it lazily",
                 mountpoint)
     for cmd in (["fusermount3", "-uz", mountpoint], ["fusermount", "-uz", mountpoint],
@@ -290,8 +295,9 @@ def unmount(mountpoint: str) -> bool:
 
 
 def install_signal_handlers(mountpoint: str) -> None:
-    """SIGTERM/SIGINT unmount cleanly: destroy() then uploads what is pending. SIGHUP reopens
-    the log file."""
+    """SIGTERM/SIGINT unmount cleanly (destroy() then uploads what is pending); SIGHUP reopens
+    the log file. The main thread spends its life inside libfuse's C loop, where Python signal
+    handlers never run, so signals arrive through a wakeup pipe read by a thread of their own."""
     def stop(signum: int) -> None:
         log.info("signal %d: unmounting %s", signum, mountpoint)
         from .notify import sd_notify
@@ -299,17 +305,26 @@ def install_signal_handlers(mountpoint: str) -> None:
         if not unmount(mountpoint):
             log.error("could not unmount %s on signal %d", mountpoint, signum)
 
-    def reopen(signum, frame):
+    def reopen() -> None:
         for h in logging.getLogger().handlers:
             if hasattr(h, "reopen"):
                 h.reopen()
+        log.info("log file reopened (SIGHUP)")
 
-    def on_stop(signum, frame):
-        threading.Thread(target=stop, args=(signum,), daemon=True).start()
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, f: None)  # the C-level handler feeds the wakeup pipe
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
 
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, reopen)
+    def watch() -> None:
+        while True:
+            for signum in os.read(r, 64):
+                if signum == signal.SIGHUP:
+                    reopen()
+                else:
+                    threading.Thread(target=stop, args=(signum,), daemon=True).start()
+    threading.Thread(target=watch, name="signals", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,7 +33,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q -e '.[test]'
     touch "$stamp"
 fi
-# mount(8) runs helpers with a fixed PATH: put the command where it and systemd find it.
+# mount(8) runs helpers with a fixed PATH: put the command where it and systemd find it, and
+# let `mount -t fuse.s3mount` reach it through mount.fuse3.
 if [ "$(id -u)" = 0 ] && [ "${S3MOUNT_NO_SYSTEM_LINK:-}" != 1 ]; then
-    ln -sf "$PWD/.venv/bin/s3mount" /usr/local/bin/s3mount
+    ln -sfn "$PWD/.venv/bin/s3mount" /usr/local/bin/s3mount
+    if [ ! -e /sbin/mount.fuse.s3mount ] && [ -x /sbin/mount.fuse3 ]; then
+        ln -s /sbin/mount.fuse3 /sbin/mount.fuse.s3mount
+    fi
 fi

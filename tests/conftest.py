@@ -23,6 +23,8 @@ REPO = os.path.dirname(HERE)
 ACCESS_KEY = "s3mountTestAK"
 SECRET_KEY = "s3mountTestSecret0123456789abcdef"
 BUCKET = "s3mount-test"
+# Every mount's log is copied here at teardown, for the final scan for secrets.
+LOG_ARCHIVE = os.environ.setdefault("S3MOUNT_TEST_LOGS", tempfile.mkdtemp(prefix="s3mount-test-logs-"))
 OTHER_BUCKET = "my-other-bucket"
 
 
