@@ -137,6 +137,10 @@ def run_mount(opts: MountOptions) -> None:
     bucket = opts.bucket or conn.default_bucket
     if not bucket:
         fail("no bucket: give BUCKET on the command line or default_bucket in the config")
+    cache_dir = opts.cache_dir or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "s3mount", bucket)
+    if not opts.logfile and "S3MOUNT_READY_FD" in os.environ:
+        opts.logfile = os.path.join(cache_dir, "s3mount.log")  # detached: stderr goes nowhere
     setup_logging(opts)
 
     if opts.libfuse == 3:
@@ -150,8 +154,6 @@ def run_mount(opts: MountOptions) -> None:
     store = RemoteStore(conn)
     preflight(store, bucket, opts.prefix)
     recover_dead_mount(opts.mountpoint)
-    cache_dir = opts.cache_dir or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "s3mount", bucket)
     lock_cache_dir(cache_dir)
     cache = DataCache(cache_dir, capacity=opts.cache_size or default_cache_size(cache_dir))
     defaults = Defaults(uid=opts.uid if opts.uid is not None else os.getuid(),

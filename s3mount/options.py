@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. -o config=/etc/s3mount/a.yaml,allow_other")
     p.add_argument("--metadata-ttl", type=float, metavar="SECONDS", help="how long stat results and listings are cached (default 5)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
-    p.add_argument("--logfile", metavar="PATH", help="log to this file (reopened on SIGHUP)")
+    p.add_argument("--logfile", metavar="PATH", help="log to this file, reopened on SIGHUP (default: stderr with -f, else CACHE_DIR/s3mount.log)")
     p.add_argument("--libfuse", type=int, choices=[2, 3], help="libfuse major version to use (default 3)")
     p.add_argument("--allow-insecure-config", action="store_true", help="accept a config file with secrets readable by others")
     p.add_argument("--no-verify-tls", action="store_true", help="do not check the server's TLS certificate (logged)")
