@@ -47,7 +47,9 @@ def test_4k_from_middle_of_1gib_fetches_few_blocks(proxy, store, prefix, workdir
         with open(m.path("gib"), "rb") as f:
             f.seek(512 * MiB + 12345)
             assert f.read(4096) == want
-        assert 0 < fetched_bytes(proxy) <= 2 * MiB  # one or two 1 MiB blocks of 1024
+        # A few 1 MiB blocks of 1024: the kernel's own readahead (1 MiB windows) asks for the
+        # block read and up to two after it; s3mount adds nothing for a non-sequential read.
+        assert 0 < fetched_bytes(proxy) <= 4 * MiB
     store.delete(prefix + "gib")
 
 

@@ -149,7 +149,7 @@ class CacheEntry:
             end = min(offset + size, self.size)
             if offset >= end:
                 return b""
-            # The kernel's own readahead (up to 1 MiB) makes any read look sequential for a
+            # The kernel's own readahead (1 MiB windows) makes any read look sequential for a
             # while; only a longer run of consecutive reads is a sequential reader.
             if offset == self.seq_end:
                 self.seq_bytes += end - offset
@@ -243,7 +243,7 @@ class DataCache:
         self.block_size = block_size
         self.capacity = capacity
         self.max_readahead = max_readahead
-        self.sequential_after = 2 * MiB
+        self.sequential_after = 4 * MiB  # > the kernel readahead of a random read (2 x 1 MiB)
         self.max_run_blocks = max(1, (8 * MiB) // block_size)
         self.wait_timeout = wait_timeout
         self.clock = clock
