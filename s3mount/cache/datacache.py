@@ -122,7 +122,13 @@ class CacheEntry:
             missing = sum(1 for b in range(first, last + 1) if b not in self.present)
             self.cache.count_blocks(last - first + 1 - missing, missing)
             runs = self._claim(first, last)
-            ahead_runs = self._claim(last + 1, (end + ahead - 1) // self.bs) if ahead else []
+            ahead_runs = []
+            if ahead:
+                # Whole aligned runs (8 MiB): a window that slides one block per read would
+                # otherwise fetch one small range per read, several times slower.
+                run = self.cache.max_run_blocks
+                target = ((end + ahead - 1) // self.bs // run + 1) * run - 1
+                ahead_runs = self._claim(last + 1, target)
             waits = {id(ev): ev for b in range(first, last + 1)
                      if (ev := self.inflight.get(b)) is not None}
         if pool is not None:
@@ -151,13 +157,14 @@ class CacheEntry:
                 return b""
             # The kernel's own readahead (1 MiB windows) makes any read look sequential for a
             # while; only a longer run of consecutive reads is a sequential reader.
-            if offset == self.seq_end:
+            # Concurrent kernel requests arrive slightly out of order: "near the last end" counts.
+            if self.seq_end >= 0 and abs(offset - self.seq_end) <= self.cache.max_run_blocks * self.bs:
                 self.seq_bytes += end - offset
             else:
                 self.seq_bytes, self.window = end - offset, 0
             if self.seq_bytes > self.cache.sequential_after:
                 self.window = min(max(self.window * 2, 2 * self.bs), self.cache.max_readahead)
-            self.seq_end = end
+            self.seq_end = max(self.seq_end, end) if self.window else end
             ahead = self.window
         self.ensure(offset, end, fetch, pool, ahead)
         return os.pread(self.fd, end - offset, offset)
