@@ -18,13 +18,14 @@ from typing import Callable
 
 from ..cache import DataCache
 from ..store import NotFoundError, ObjectInfo, RemoteStore
-from ..store.client import CONTENT_HEADERS
+from ..store.client import CONTENT_HEADERS, SSE_HEADERS
 from .attrs import Attr, Defaults, attr_from_meta, has_posix_meta
 from .errors import FsError
 from .metacache import MISSING, MetaCache
 
 log = logging.getLogger("s3mount.fs")
 
+KEPT_HEADERS = frozenset(CONTENT_HEADERS) | frozenset(SSE_HEADERS) | {"x-amz-storage-class"}
 NAME_MAX = 255
 KEY_MAX = 1024
 PREFETCH_LIMIT = 4096  # HEADs started in the background per listing
@@ -84,7 +85,7 @@ class FsCore:
         # The fs works on values as stored, so xattr bytes decode exactly once (attrs.py).
         attr = attr_from_meta(kind, info.size if kind != "dir" else 0, info.mtime, info.etag,
                               info.raw_metadata, self.defaults)
-        attr.headers = {k: v for k, v in info.headers.items() if k in CONTENT_HEADERS}
+        attr.headers = {k: v for k, v in info.headers.items() if k in KEPT_HEADERS}
         return attr
 
     def local_attr(self, path: str) -> Attr | None:
@@ -103,6 +104,8 @@ class FsCore:
             raise FsError(errno.ENOENT)
         if cached is not MISSING and cached.complete:
             return cached
+        if cached is MISSING and self.meta.listed_absent(path):
+            raise FsError(errno.ENOENT)  # the parent's fresh listing does not have it
         with self._pending_lock:
             fut = self._pending.pop(path, None)
         attr = fut.result() if fut is not None else self._stat_remote(path)
@@ -129,11 +132,12 @@ class FsCore:
             return self.attr_from_info("file", self.client.head(self.bucket, key))
         except NotFoundError:
             pass
-        try:
-            return self.attr_from_info("dir", self.client.head(self.bucket, key + "/"))
-        except NotFoundError:
-            pass
         page = self.client.list_page(self.bucket, key + "/", "/", max_keys=1)
+        if page.objects and page.objects[0].key == key + "/":
+            try:  # a marker: it may hold the directory's mode and xattrs
+                return self.attr_from_info("dir", self.client.head(self.bucket, key + "/"))
+            except NotFoundError:
+                pass
         if page.objects or page.prefixes:
             return Attr(kind="dir", mode=0o040000 | self.defaults.dir_mode,
                         uid=self.defaults.uid, gid=self.defaults.gid,

@@ -264,6 +264,7 @@ class FileOps(FsCore):
                 entry.key = of.key
                 entry.mark_clean(etag)
                 of.attr.etag = etag
+                self.meta.listing_update(of.path, of.current_attr())
                 with self.lock:
                     self._kernel_etags[of.path] = etag  # the page cache holds what we wrote
             except (RemoteStoreError, OSError) as e:

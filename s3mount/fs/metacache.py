@@ -57,14 +57,36 @@ class MetaCache:
                 return None
             return hit[1]
 
+    def listed_absent(self, path: str) -> bool:
+        """True when the parent's listing is cached, fresh, and has no such name."""
+        parent, _, name = path.rpartition("/")
+        entries = self.listing(parent or "/")
+        return entries is not None and all(n != name for n, _ in entries)
+
+    def listing_update(self, path: str, attr: Attr | None) -> None:
+        """Keep the parent's cached listing true after our own change to `path`."""
+        parent, _, name = path.rpartition("/")
+        parent = parent or "/"
+        with self._lock:
+            hit = self._dirs.get(parent)
+            if hit is None:
+                return
+            entries = [(n, a) for n, a in hit[1] if n != name]
+            if attr is not None:
+                entries.append((name, attr))
+            self._dirs[parent] = (hit[0], entries)
+
+    def drop_listing(self, path: str) -> None:
+        with self._lock:
+            self._dirs.pop(path or "/", None)
+
     def invalidate(self, path: str) -> None:
-        """Forget `path`, its parent's listing, and anything cached below it."""
-        parent = path.rsplit("/", 1)[0] or "/"
+        """Forget `path` and anything cached below it (the parent's listing is kept up to date
+        by listing_update instead)."""
         below = path.rstrip("/") + "/"
         with self._lock:
             self._stat.pop(path, None)
             self._dirs.pop(path, None)
-            self._dirs.pop(parent, None)
             for d in (self._stat, self._dirs):
                 for p in [p for p in d if p.startswith(below)]:
                     del d[p]

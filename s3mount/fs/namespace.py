@@ -9,7 +9,7 @@ import errno
 import logging
 import stat
 
-from ..store import NotFoundError
+from ..store import NotFoundError, ObjectInfo, PreconditionFailedError
 from .attrs import (GID, META, MODE, MTIME, UID, USER_META_LIMIT, Attr, XattrError,
                     decode_xattr_value, encode_xattr_value, format_time, header_for_xattr,
                     posix_meta, user_meta_size, xattr_names)
@@ -44,6 +44,7 @@ class S3FileSystem(FileOps):
                 of.unlinked = True  # nothing uploads it again
         self.cache.forget(self.bucket, key)
         self.invalidate(path)
+        self.meta.listing_update(path, None)
         self.meta.put(path, None)
 
     def _dir_children(self, path: str, limit: int = 2) -> list[str]:
@@ -63,6 +64,7 @@ class S3FileSystem(FileOps):
             raise FsError(errno.ENOTEMPTY)
         self.client.delete(self.bucket, self.dir_key(path))
         self.invalidate(path)
+        self.meta.listing_update(path, None)
         self.meta.put(path, None)
 
     # -- creating ------------------------------------------------------------------------------
@@ -82,6 +84,8 @@ class S3FileSystem(FileOps):
         meta = posix_meta(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid, self.now())
         self.client.put(self.bucket, key, b"", {"content-type": DIR_CONTENT_TYPE, **meta})
         self.invalidate(path)
+        self.meta.drop_listing(self.parent_of(path))
+        self.meta.put_listing(path, [])  # new and empty: lookups inside need no request
 
     def symlink(self, target: str, path: str, uid: int, gid: int) -> None:
         self.check_writable()
@@ -91,6 +95,7 @@ class S3FileSystem(FileOps):
         meta = posix_meta(stat.S_IFLNK | 0o777, uid, gid, self.now())
         self.client.put(self.bucket, key, target.encode("utf-8", "surrogateescape"), meta)
         self.invalidate(path)
+        self.meta.drop_listing(self.parent_of(path))
 
     def readlink(self, path: str) -> str:
         attr = self.lookup_full(path)
@@ -119,6 +124,8 @@ class S3FileSystem(FileOps):
                 raise FsError(errno.EISDIR)
             self._rename_file(old, new, src)
         self.invalidate(old, new)
+        self.meta.drop_listing(self.parent_of(old))
+        self.meta.drop_listing(self.parent_of(new))
         self.meta.put(old, None)
 
     def _rename_file(self, old: str, new: str, src: Attr) -> None:
@@ -210,10 +217,18 @@ class S3FileSystem(FileOps):
             of.attr.metadata = new
             self._apply_posix(of.attr, new)
             return
-        attr = self.lookup(path)
+        attr = self.lookup_full(path)
         if path == "/":
             raise FsError(errno.EPERM)
         key = self.dir_key(path) if attr.is_dir else self.key_of(path)
+        if not attr.is_dir and attr.etag:
+            info = self._replace_file_meta(key, attr, change)
+            if of is not None:
+                of.attr.metadata = dict(info.raw_metadata)
+                self._apply_posix(of.attr, of.attr.metadata)
+                of.entry.etag = of.attr.etag = info.etag
+            self.invalidate(path)
+            return
         try:
             info = self.client.head(self.bucket, key)
         except NotFoundError:
@@ -236,6 +251,22 @@ class S3FileSystem(FileOps):
             if info is not None and info.etag:
                 of.entry.etag = of.attr.etag = info.etag
         self.invalidate(path)
+
+    def _replace_file_meta(self, key: str, attr: Attr, change) -> ObjectInfo:
+        """One CopyObject, conditional on the ETag we know; if the object changed since, read
+        it again and apply the change to what is there now."""
+        info = ObjectInfo(key=key, size=attr.size, etag=attr.etag, mtime=attr.mtime,
+                          headers=dict(attr.headers), raw_metadata=dict(attr.metadata))
+        for attempt in (1, 2):
+            new = change(dict(info.raw_metadata))
+            self._check_size(new)
+            try:
+                return self.store.replace_metadata(self.bucket, key, new, info=info)
+            except PreconditionFailedError:
+                if attempt == 2:
+                    raise
+                info = self.client.head(self.bucket, key)
+        raise AssertionError("unreachable")
 
     def _apply_posix(self, attr: Attr, meta: dict[str, str]) -> None:
         fresh = self.attr_from_info_meta(attr, meta)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Mapping
 
-from .client import CONTENT_HEADERS, META_PREFIX, SSE_HEADERS, ObjectInfo, S3Client
+from .client import (CONTENT_HEADERS, META_PREFIX, SSE_HEADERS, ObjectInfo, S3Client,
+                     decode_meta_value)
 from .config import S3Connection
 from .errors import InvalidKeyError, NoSuchBucketError, NotFoundError, RemoteStoreError
 from .names import S3Name, resolve
@@ -141,11 +142,16 @@ class RemoteStore:
         merged.update({k.lower(): v for k, v in headers.items()})
         if key.endswith("/") and info.size == 0:
             # A directory marker: some servers cannot copy it onto itself; re-put it instead.
-            self.client.put(bucket, key, b"", merged, if_match=info.etag)
+            etag = self.client.put(bucket, key, b"", merged, if_match=info.etag)
         else:
-            self.transfer.copy(bucket, key, bucket, key, info.size, merged, replace_metadata=True,
-                               if_match=info.etag)
-        return self.client.head(bucket, key)
+            etag = self.transfer.copy(bucket, key, bucket, key, info.size, merged,
+                                      replace_metadata=True, if_match=info.etag)
+        raw = metadata_of(merged)
+        return ObjectInfo(key=key, size=info.size, etag=etag or info.etag, mtime=info.mtime,
+                          metadata={k: decode_meta_value(v) for k, v in raw.items()},
+                          headers={**{k: v for k, v in info.headers.items()
+                                      if not k.startswith(META_PREFIX)}, **merged},
+                          raw_metadata=raw)
 
     def _check_bucket(self, bucket: str) -> None:
         """A 404 on HEAD has no body; tell a missing object from a missing bucket, once per bucket."""
