@@ -163,6 +163,10 @@ def run_mount(opts: MountOptions) -> None:
     fs = S3FileSystem(store, cache, bucket, opts.prefix, defaults=defaults,
                       metadata_ttl=opts.metadata_ttl, read_only=opts.read_only)
 
+    if cache.recovered:
+        done, kept = fs.recover()
+        log.info("crash recovery: %d file(s) uploaded, %d kept in the cache", len(done), len(kept))
+
     def on_init() -> None:
         threading.Thread(target=announce_ready, args=(opts.mountpoint,), daemon=True).start()
 

@@ -54,6 +54,7 @@ class CacheEntry:
         self.failed: dict[int, BaseException] = {}
         self.refs = 0
         self.truncated = False      # size changed without a block being written
+        self.extra: dict = {}       # the caller's, journaled with dirty data (path, headers...)
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.seq_end = -1           # end of the last read, to spot sequential readers
@@ -188,12 +189,15 @@ class CacheEntry:
             n = os.pwrite(self.fd, data, offset)
             blocks = range(first, last + 1)
             fresh = [b for b in blocks if b not in self.present]
+            newly_dirty = any(b not in self.dirty for b in blocks)
             self.present.update(blocks)
             self.dirty.update(blocks)
             for b in blocks:
                 self.gen[b] = self.gen.get(b, 0) + 1
             self.unfetchable.update(blocks)
             self.size = max(self.size, end)
+            if newly_dirty:  # after the data, before the write is acknowledged
+                self.cache.journal(self)
         self.cache.added(self, fresh, reserved=len(new) * self.bs)
         self.cache.touch(self, blocks)
         return n
@@ -210,6 +214,7 @@ class CacheEntry:
                 self.dirty.add(length // self.bs)
             self.size = length
             self.truncated = True
+            self.cache.journal(self)
         self.cache.removed(self, gone)
 
     def fill(self, fetch: Fetch, pool: Executor | None = None) -> None:
@@ -224,6 +229,7 @@ class CacheEntry:
             self.dirty.clear()
             self.unfetchable.clear()
             self.truncated = False
+            self.cache.journal(self)
         self.cache.space_freed()
 
     def mark_uploaded(self, blocks) -> None:
@@ -234,8 +240,12 @@ class CacheEntry:
 
     def index(self) -> dict:
         with self.lock:
-            return {"bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size,
-                    "block_size": self.bs, "present": sorted(self.present)}
+            d = {"bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size,
+                 "block_size": self.bs, "present": sorted(self.present)}
+            if self.is_dirty:
+                d.update(dirty=True, dirty_blocks=sorted(self.dirty), remote_size=self.remote_size,
+                         unfetchable=sorted(self.unfetchable), extra=self.extra)
+            return d
 
 
 def _name_for(bucket: str, key: str) -> str:
@@ -265,6 +275,7 @@ class DataCache:
         self._lru: collections.OrderedDict[tuple[int, int], CacheEntry] = collections.OrderedDict()
         self._clean: dict[tuple[str, str], CacheEntry] = {}  # closed, reusable
         self._seq = 0
+        self.recovered: list[CacheEntry] = []  # dirty entries left by a crash
         self.hits = 0           # opens that found the object's blocks from before
         self.misses = 0
         self.block_hits = 0     # blocks a read found present
@@ -353,7 +364,7 @@ class DataCache:
         with self._lock:
             self._seq += 1
             seq = self._seq
-        path = os.path.join(self.dir, f"{_name_for(bucket, key)}.{os.getpid()}.{seq}")
+        path = os.path.join(self.dir, f"{_name_for(bucket, key)}.{os.getpid()}.{seq}.{os.urandom(4).hex()}")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         return path, fd
 
@@ -381,6 +392,7 @@ class DataCache:
         """An entry for a new, empty object that does not exist remotely yet."""
         entry = self.open(bucket, key, None, 0)
         entry.truncated = True
+        self.journal(entry)
         return entry
 
     def release(self, entry: CacheEntry) -> None:
@@ -416,6 +428,11 @@ class DataCache:
                     pass
         self.removed(entry, blocks)
 
+    def journal(self, entry: CacheEntry) -> None:
+        """Record the entry's state beside its data, so unsent writes survive a crash."""
+        if entry.fd >= 0:
+            self._write_index(entry)
+
     def _write_index(self, entry: CacheEntry) -> None:
         tmp = entry.path + ".json.tmp"
         with open(tmp, "w") as f:
@@ -435,6 +452,9 @@ class DataCache:
                     meta = json.load(f)
             except (OSError, ValueError):
                 pass
+            if meta and meta.get("dirty") and meta.get("block_size") == self.block_size:
+                self._adopt_dirty(path, meta)
+                continue
             if not meta or meta.get("block_size") != self.block_size or not meta.get("etag"):
                 for p in (path, path + ".json"):
                     try:
@@ -451,6 +471,22 @@ class DataCache:
         if self.used > self.capacity:
             with self._lock:
                 self._evict_locked(self.used - self.capacity)
+
+    def _adopt_dirty(self, path: str, meta: dict) -> None:
+        """Data a previous run wrote and never uploaded: kept for the caller to recover."""
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        size = os.fstat(fd).st_size  # the file is always as long as the data it holds
+        entry = CacheEntry(self, meta["bucket"], meta["key"], meta.get("etag"), size, path, fd)
+        entry.present = set(meta.get("present", []))
+        entry.dirty = set(meta.get("dirty_blocks", []))
+        entry.unfetchable = set(meta.get("unfetchable", []))
+        entry.remote_size = min(meta.get("remote_size", size), size)
+        entry.truncated = True  # it must be uploaded whatever its blocks say
+        entry.extra = meta.get("extra") or {}
+        for b in sorted(entry.present):
+            self._lru[(id(entry), b)] = entry
+        self.used += len(entry.present) * self.block_size
+        self.recovered.append(entry)
 
     def stats(self) -> dict:
         with self._lock:

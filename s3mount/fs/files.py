@@ -19,13 +19,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..cache import CacheEntry
-from ..store import RemoteStoreError
+from ..store import NotFoundError, RemoteStoreError
 from .attrs import MTIME, Attr, format_time, posix_meta
 from .core import FsCore
 from .errors import FsError, to_errno
 from .upload import UploadSession
 
 log = logging.getLogger("s3mount.fs")
+
+
+class _Keep(Exception):
+    """A recovered entry that must not be uploaded automatically."""
 
 
 class OpenFile:
@@ -40,6 +44,13 @@ class OpenFile:
         self.upload_lock = threading.Lock()
         self.session: UploadSession | None = None
         self.uploading = False
+        self.journal_extra()
+
+    def journal_extra(self) -> None:
+        """What a recovery after a crash needs to upload this file as we would have."""
+        self.entry.extra = {"path": self.path, "headers": dict(self.headers),
+                            "metadata": dict(self.attr.metadata), "kind": self.attr.kind,
+                            "mode": self.attr.mode, "uid": self.attr.uid, "gid": self.attr.gid}
         self.mtime_explicit = False  # set by utimens; else the upload time stands for mtime
 
     @property
@@ -320,6 +331,44 @@ class FileOps(FsCore):
                     self.cache.discard(of.entry)
                 else:
                     self.cache.release(of.entry)
+
+    def recover(self) -> tuple[list[str], list[str]]:
+        """Upload the writes a crashed run left in the cache, if each object is still the
+        version they were made against; keep and report the others. Returns (done, kept)."""
+        done, kept = [], []
+        for entry in list(self.cache.recovered):
+            extra = entry.extra
+            path = extra.get("path") or ""
+            where = f"s3://{entry.bucket}/{entry.key}"
+            try:
+                if entry.bucket != self.bucket or not path or self.key_of(path) != entry.key:
+                    raise _Keep("it belongs to another bucket or prefix")
+                try:
+                    remote = self.client.head(self.bucket, entry.key).etag
+                except NotFoundError:
+                    remote = None
+                if remote != entry.etag:
+                    raise _Keep(f"the object changed in S3 meanwhile (ETag {remote} != {entry.etag})")
+                lost = [b for b in entry.unfetchable if b not in entry.present]
+                if lost:
+                    raise _Keep(f"{len(lost)} block(s) had been sent as parts and evicted")
+                attr = Attr(kind=extra.get("kind", "file"), mode=extra.get("mode", 0o100644),
+                            size=entry.size, uid=extra.get("uid", 0), gid=extra.get("gid", 0),
+                            etag=entry.etag, metadata=dict(extra.get("metadata", {})))
+                of = OpenFile(path, entry.key, entry, attr, dict(extra.get("headers", {})))
+                of.refs = 0
+                self.upload(of)
+                self.cache.recovered.remove(entry)
+                entry.refs = 1
+                self.cache.release(entry)  # clean now: kept for reuse like any closed file
+                log.warning("recovered %s (%d bytes) written before an unclean shutdown: uploaded",
+                            where, entry.size)
+                done.append(path)
+            except (_Keep, FsError, RemoteStoreError, OSError) as e:
+                log.error("unsent writes to %s from before an unclean shutdown are kept in %s: %s",
+                          where, entry.path, e)
+                kept.append(entry.path)
+        return done, kept
 
     def flush_all(self) -> list[str]:
         """Upload every dirty file (at unmount); returns the paths that could not be uploaded."""

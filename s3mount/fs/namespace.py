@@ -216,6 +216,8 @@ class S3FileSystem(FileOps):
             self._check_size(new)
             of.attr.metadata = new
             self._apply_posix(of.attr, new)
+            of.journal_extra()
+            self.cache.journal(of.entry)
             return
         attr = self.lookup_full(path)
         if path == "/":
