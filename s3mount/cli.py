@@ -57,7 +57,7 @@ def setup_logging(opts: MountOptions) -> None:
     logging.getLogger("fuse").setLevel(max(level, logging.WARNING))
 
 
-def check_mountpoint(path: str) -> None:
+def check_mountpoint(path: str, nonempty: bool = False) -> None:
     if is_dead_mount(path):
         return  # a dead FUSE mount: the mount step recovers it
     try:
@@ -70,6 +70,9 @@ def check_mountpoint(path: str) -> None:
         import stat as st_mod
         if not st_mod.S_ISDIR(st.st_mode):
             fail(f"mountpoint {path} is not a directory")
+        if not nonempty and os.listdir(path):
+            fail(f"mountpoint {path} is not empty (its files would be hidden); "
+                 "use -o nonempty to mount over them")
     if not os.path.exists("/dev/fuse"):
         fail("FUSE is not available (/dev/fuse is missing; load the fuse module)")
 
@@ -132,7 +135,7 @@ def detach(argv: list[str], opts: MountOptions) -> None:
 
 
 def run_mount(opts: MountOptions) -> None:
-    check_mountpoint(opts.mountpoint)
+    check_mountpoint(opts.mountpoint, opts.nonempty)
     conn = build_connection(opts)
     bucket = opts.bucket or conn.default_bucket
     if not bucket:
@@ -348,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     if not opts.foreground:
         # Before detaching, a failure is one line on stderr (fail), not log records too.
         logging.basicConfig(level=logging.ERROR, format="s3mount: %(message)s")
-        check_mountpoint(opts.mountpoint)
+        check_mountpoint(opts.mountpoint, opts.nonempty)
         conn = build_connection(opts)
         bucket = opts.bucket or conn.default_bucket
         if not bucket:

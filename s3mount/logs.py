@@ -13,6 +13,13 @@ class ReopeningFileHandler(logging.FileHandler):
         super().__init__(path, encoding="utf-8")
         self._reopen_lock = threading.Lock()
 
+    def _open(self):
+        old = os.umask(0o077)  # logs name buckets and keys: owner-only, like the cache
+        try:
+            return super()._open()
+        finally:
+            os.umask(old)
+
     def reopen(self) -> None:
         with self._reopen_lock, self.lock:
             if self.stream:

@@ -79,6 +79,7 @@ class MountOptions:
     libfuse: int = 3
     allow_insecure_config: bool = False
     no_verify_tls: bool = False
+    nonempty: bool = False
     version: bool = False
     extra_fuse: dict = field(default_factory=dict)
 
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-size", metavar="SIZE", help="hard cap on cache disk use, e.g. 2G, 500M (default: 10G or half the free space, whichever is less)")
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr")
     p.add_argument("-o", dest="o", action="append", default=[], metavar="OPT[,OPT...]",
-                   help="mount options: ro, allow_other, allow_root, uid=N, gid=N, umask=022, "
+                   help="mount options: ro, allow_other, allow_root, nonempty, uid=N, gid=N, umask=022, "
                         "file_mode=0644, dir_mode=0755, and every long option as name=value, "
                         "e.g. -o config=/etc/s3mount/a.yaml,allow_other")
     p.add_argument("--metadata-ttl", type=float, metavar="SECONDS", help="how long stat results and listings are cached (default 5)")
@@ -170,7 +171,7 @@ def parse_args(argv: list[str]) -> MountOptions:
     return opts
 
 
-MOUNT_SECTION_KEYS = {"bucket", "prefix", "mountpoint", "options", "cache_dir", "cache_size",
+MOUNT_SECTION_KEYS = {"bucket", "prefix", "mountpoint", "options", "cache_dir", "cache_size", "nonempty",
                       "log_level", "logfile", "metadata_ttl", "read_only", "allow_other",
                       "allow_root", "uid", "gid", "umask", "file_mode", "dir_mode", "libfuse"}
 
@@ -223,7 +224,7 @@ def apply_o(opts: MountOptions, item: str) -> None:
         return
     flags = {"ro": "read_only", "allow_other": "allow_other", "allow_root": "allow_root",
              "foreground": "foreground", "allow_insecure_config": "allow_insecure_config",
-             "no_verify_tls": "no_verify_tls"}
+             "no_verify_tls": "no_verify_tls", "nonempty": "nonempty"}
     if name in flags and not eq:
         setattr(opts, flags[name], True)
         return

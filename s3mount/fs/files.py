@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..cache import CacheEntry
-from ..store import NotFoundError, RemoteStoreError
+from ..store import NotFoundError, PreconditionFailedError, RemoteStoreError
 from .attrs import MTIME, Attr, format_time, posix_meta
 from .core import FsCore
 from .errors import FsError, to_errno
@@ -262,10 +262,11 @@ class FileOps(FsCore):
                     entry.fill(fetch, self.fetch_pool)
                     with entry.lock:
                         data = os.pread(entry.fd, entry.size, 0)
-                    etag = self.client.put(self.bucket, of.key, data, self._upload_headers(of))
+                    etag = self._put_checked(of, data)
                 else:
                     if of.session is None:
                         of.session = self._new_session(of)
+                    self._check_overwrite(of)
                     etag = of.session.finish(fetch)
                     if self._upload_headers(of, session=True) != of.session.headers:
                         # metadata changed while the parts were going up (chmod, setxattr...)
@@ -286,6 +287,31 @@ class FileOps(FsCore):
             finally:
                 of.uploading = False
                 self.invalidate(of.path)
+
+    def _conflict(self, of: OpenFile) -> None:
+        log.warning("s3://%s/%s changed in S3 since this mount read it (another writer); last "
+                    "close wins: overwriting that version", self.bucket, of.key)
+
+    def _put_checked(self, of: OpenFile, data: bytes) -> str:
+        """PUT, conditional on the version we started from, so that overwriting another
+        writer's close is at least logged."""
+        headers = self._upload_headers(of)
+        base = of.entry.etag
+        try:
+            if base:
+                return self.client.put(self.bucket, of.key, data, headers, if_match=base)
+            return self.client.put(self.bucket, of.key, data, headers, if_none_match="*")
+        except PreconditionFailedError:
+            self._conflict(of)
+            return self.client.put(self.bucket, of.key, data, headers)
+
+    def _check_overwrite(self, of: OpenFile) -> None:
+        try:
+            remote = self.client.head(self.bucket, of.key).etag
+        except NotFoundError:
+            remote = None
+        if remote != of.entry.etag and not (remote is None and of.entry.etag is None):
+            self._conflict(of)
 
     def upload_progress(self) -> list[dict]:
         """Uploads under way: path, size, bytes sent so far (for `s3mount stats`)."""

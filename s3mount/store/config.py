@@ -226,7 +226,10 @@ def load_config(path: str, *, allow_insecure: bool = False) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("s3"), dict):
         raise ConfigError(f"config file {path} must contain a mapping with an 's3:' section")
     secret = doc["s3"].get("secret_access_key")
