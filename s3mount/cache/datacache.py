@@ -259,6 +259,9 @@ class DataCache:
         self.root = root
         self.block_size = block_size
         self.capacity = capacity
+        # Blocks may use all but 1/64 of the cap: the rest is for the small index files
+        # (a block is counted as a whole 1 MiB even when it holds a 4 KiB object).
+        self.data_capacity = capacity - capacity // 64
         self.max_readahead = max_readahead
         self.sequential_after = 4 * MiB  # > the kernel readahead of a random read (2 x 1 MiB)
         self.max_run_blocks = max(1, (8 * MiB) // block_size)
@@ -289,10 +292,10 @@ class DataCache:
             return
         deadline = self.clock() + self.wait_timeout
         with self._lock:
-            while self.used + nbytes > self.capacity:
-                if self._evict_locked(self.used + nbytes - self.capacity):
+            while self.used + nbytes > self.data_capacity:
+                if self._evict_locked(self.used + nbytes - self.data_capacity):
                     continue
-                if not dirty and self.used + nbytes > self.capacity:
+                if not dirty and self.used + nbytes > self.data_capacity:
                     break  # a read may overshoot briefly; its blocks become evictable at once
                 remaining = deadline - self.clock()
                 if remaining <= 0:
@@ -468,9 +471,9 @@ class DataCache:
             for b in sorted(entry.present):
                 self._lru[(id(entry), b)] = entry
             self.used += len(entry.present) * self.block_size
-        if self.used > self.capacity:
+        if self.used > self.data_capacity:
             with self._lock:
-                self._evict_locked(self.used - self.capacity)
+                self._evict_locked(self.used - self.data_capacity)
 
     def _adopt_dirty(self, path: str, meta: dict) -> None:
         """Data a previous run wrote and never uploaded: kept for the caller to recover."""
