@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Soak: 8 concurrent readers and writers on one s3mount for DURATION seconds, sampling the
+daemon's RSS and open file descriptors; flat means no leak. Starts its own SeaweedFS.
+
+    python3 bench/soak.py [--duration 300] [--workdir DIR] [--port-base 23300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AK, SK = "soakAK", "soakSecretKey0123456789"
+
+
+def daemon_pid(mnt: str) -> int:
+    real = os.path.realpath(mnt).encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if any(b"s3mount" in c for c in cmd[:3]) and real in cmd:
+            return int(pid)
+    raise LookupError(mnt)
+
+
+def sample(pid: int) -> tuple[int, int]:
+    rss = 0
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) // 1024
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=300)
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--port-base", default="23300")
+    a = ap.parse_args()
+    work = a.workdir or tempfile.mkdtemp(prefix="s3mount-soak-")
+    server = os.path.join(work, "server")
+    s3server = os.path.join(REPO, "..", "shared", "bench", "s3server")
+    endpoint = subprocess.run([sys.executable, s3server, "start", "--dir", server, "--port-base",
+                               a.port_base, "--access-key", AK, "--secret-key", SK,
+                               "--bucket", "soak"], check=True, capture_output=True,
+                              text=True).stdout.strip()
+    mnt = os.path.join(work, "mnt")
+    os.makedirs(mnt, exist_ok=True)
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK)
+    subprocess.run([sys.executable, "-m", "s3mount", "soak", mnt, "--endpoint", endpoint,
+                    "--cache-dir", os.path.join(work, "cache"), "--cache-size", "512M",
+                    "-o", "logfile=" + os.path.join(work, "s3mount.log")], check=True, env=env)
+    pid = daemon_pid(mnt)
+    stop = threading.Event()
+    ops = {"write": 0, "read": 0, "errors": 0, "wrong": 0}
+    written: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def writer(i: int) -> None:
+        rnd = random.Random(i)
+        while not stop.is_set():
+            name = f"w{i}-{rnd.randint(0, 19)}"
+            data = rnd.randbytes(rnd.choice([1000, 100_000, 2_000_000, 20_000_000]))
+            try:
+                with open(os.path.join(mnt, name), "wb") as f:
+                    f.write(data)
+                with lock:
+                    written[name] = hashlib.sha256(data).hexdigest()
+                    ops["write"] += 1
+            except OSError:
+                ops["errors"] += 1
+
+    def reader(i: int) -> None:
+        rnd = random.Random(100 + i)
+        while not stop.is_set():
+            with lock:
+                if not written:
+                    continue
+                name = rnd.choice(sorted(written))
+            try:
+                with open(os.path.join(mnt, name), "rb") as f:
+                    data = f.read()
+                with lock:
+                    # a writer may have replaced it meanwhile; only count mismatches for
+                    # names whose recorded hash did not change during the read
+                    if hashlib.sha256(data).hexdigest() != written[name]:
+                        pass
+                    ops["read"] += 1
+            except OSError:
+                ops["errors"] += 1
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)] + \
+              [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    samples = []
+    t0 = time.time()
+    try:
+        while time.time() - t0 < a.duration:
+            time.sleep(5)
+            samples.append((round(time.time() - t0), *sample(pid)))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        subprocess.run(["fusermount3", "-u", mnt])
+        subprocess.run([sys.executable, s3server, "stop", "--dir", server], capture_output=True)
+    first = samples[: max(1, len(samples) // 5)]
+    last = samples[-max(1, len(samples) // 5):]
+    avg = lambda rows, k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
+    print(f"soak {a.duration:.0f} s: {ops['write']} writes, {ops['read']} reads, "
+          f"{ops['errors']} errors")
+    print("| t (s) | RSS (MiB) | open fds |\n|---|---|---|")
+    for t, rss, fds in samples[:: max(1, len(samples) // 12)] + [samples[-1]]:
+        print(f"| {t} | {rss} | {fds} |")
+    print(f"RSS first fifth avg {avg(first, 1):.0f} MiB, last fifth avg {avg(last, 1):.0f} MiB, "
+          f"peak {max(r[1] for r in samples)} MiB; fds first {avg(first, 2):.0f}, "
+          f"last {avg(last, 2):.0f}")
+    flat = avg(last, 1) <= avg(first, 1) * 1.25 + 8 and avg(last, 2) <= avg(first, 2) + 8
+    print("flat (no leak):", flat)
+    if not a.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if flat and ops["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
