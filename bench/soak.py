@@ -8,6 +8,7 @@ daemon's RSS and open file descriptors; flat means no leak. Starts its own Seawe
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import os
 import random
@@ -64,6 +65,13 @@ def main() -> int:
     pid = daemon_pid(mnt)
     stop = threading.Event()
     ops = {"write": 0, "read": 0, "errors": 0, "wrong": 0}
+    errnos: dict[str, int] = {}
+
+    def failed(e: OSError) -> None:
+        with lock:
+            ops["errors"] += 1
+            name = errno.errorcode.get(e.errno or 0, str(e.errno))
+            errnos[name] = errnos.get(name, 0) + 1
     written: dict[str, str] = {}
     lock = threading.Lock()
 
@@ -78,8 +86,8 @@ def main() -> int:
                 with lock:
                     written[name] = hashlib.sha256(data).hexdigest()
                     ops["write"] += 1
-            except OSError:
-                ops["errors"] += 1
+            except OSError as e:
+                failed(e)
 
     def reader(i: int) -> None:
         rnd = random.Random(100 + i)
@@ -89,16 +97,25 @@ def main() -> int:
                     continue
                 name = rnd.choice(sorted(written))
             try:
-                with open(os.path.join(mnt, name), "rb") as f:
-                    data = f.read()
+                try:
+                    with open(os.path.join(mnt, name), "rb") as f:
+                        data = f.read()
+                except OSError as e:
+                    if e.errno != errno.ESTALE:
+                        raise
+                    # replaced by a writer between lookup and read (docs/SEMANTICS.md, 27)
+                    with lock:
+                        ops["estale_reopened"] = ops.get("estale_reopened", 0) + 1
+                    with open(os.path.join(mnt, name), "rb") as f:
+                        data = f.read()
                 with lock:
                     # a writer may have replaced it meanwhile; only count mismatches for
                     # names whose recorded hash did not change during the read
                     if hashlib.sha256(data).hexdigest() != written[name]:
                         pass
                     ops["read"] += 1
-            except OSError:
-                ops["errors"] += 1
+            except OSError as e:
+                failed(e)
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)] + \
               [threading.Thread(target=reader, args=(i,)) for i in range(4)]
@@ -120,7 +137,8 @@ def main() -> int:
     last = samples[-max(1, len(samples) // 5):]
     avg = lambda rows, k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
     print(f"soak {a.duration:.0f} s: {ops['write']} writes, {ops['read']} reads, "
-          f"{ops['errors']} errors")
+          f"{ops['errors']} errors {errnos}, {ops.get('estale_reopened', 0)} reads reopened "
+          "after ESTALE")
     print("| t (s) | RSS (MiB) | open fds |\n|---|---|---|")
     for t, rss, fds in samples[:: max(1, len(samples) // 12)] + [samples[-1]]:
         print(f"| {t} | {rss} | {fds} |")

@@ -134,7 +134,20 @@ def detach(argv: list[str], opts: MountOptions) -> None:
     fail(err[-1].removeprefix("s3mount: ") if err else f"mount failed (exit {child.returncode})")
 
 
+def limit_malloc_arenas(count: int = 2) -> None:
+    """glibc gives each busy thread its own malloc arena; with dozens of I/O threads moving
+    megabyte buffers, that fragmentation alone grows RSS for hours."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, count)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def run_mount(opts: MountOptions) -> None:
+    limit_malloc_arenas()
     check_mountpoint(opts.mountpoint, opts.nonempty)
     conn = build_connection(opts)
     bucket = opts.bucket or conn.default_bucket

@@ -186,3 +186,11 @@ def test_object_changed_or_deleted_behind_an_open_file(mount, store, prefix, wor
     g.close()
     time.sleep(1.1)
     assert not os.path.exists(mount.path("moving"))
+
+
+def test_no_bucket_anywhere(seaweed, workdir):
+    cfg = _yaml(os.path.join(workdir, "nobucket.yaml"), {"s3": {"endpoint": seaweed.endpoint}})
+    mnt = os.path.join(workdir, "mnt")
+    os.makedirs(mnt)
+    out = run(["--config", cfg, mnt])
+    assert out.returncode != 0 and "no bucket" in one_line(out)

@@ -1,6 +1,6 @@
 """The data cache: one sparse local file per object version, blocks tracked and capped.
 
-Blocks (1 MiB) are fetched on first touch through a `fetch(offset, length)` callable the caller
+Blocks (256 KiB) are fetched on first touch through a `fetch(offset, length)` callable the caller
 passes in (this module knows no S3), several at once, and sequential readers get a growing
 readahead window. Every present block counts against one byte budget; when it is full the least
 recently used clean blocks are punched out of their files. Dirty blocks are never evicted:
@@ -50,6 +50,7 @@ class CacheEntry:
         self.dirty: set[int] = set()        # written since the last upload
         self.unfetchable: set[int] = set()  # overwritten since the remote version: no refetch
         self.gen: dict[int, int] = {}       # per-block write counter, to spot rewrites mid-upload
+        self.writes = 0                     # writes and truncates so far, for the same reason
         self.inflight: dict[int, threading.Event] = {}
         self.failed: dict[int, BaseException] = {}
         self.refs = 0
@@ -194,6 +195,7 @@ class CacheEntry:
             self.dirty.update(blocks)
             for b in blocks:
                 self.gen[b] = self.gen.get(b, 0) + 1
+            self.writes += 1
             self.unfetchable.update(blocks)
             self.size = max(self.size, end)
             if newly_dirty:  # after the data, before the write is acknowledged
@@ -214,6 +216,7 @@ class CacheEntry:
                 self.dirty.add(length // self.bs)
             self.size = length
             self.truncated = True
+            self.writes += 1
             self.cache.journal(self)
         self.cache.removed(self, gone)
 
@@ -231,6 +234,14 @@ class CacheEntry:
             self.truncated = False
             self.cache.journal(self)
         self.cache.space_freed()
+
+    def rebase(self, etag: str, uploaded_size: int) -> None:
+        """An upload finished while other writes went on: S3 now holds `etag` (what was
+        uploaded), but the entry stays dirty and is uploaded again at the next flush."""
+        with self.lock:
+            self.etag = etag
+            self.remote_size = min(uploaded_size, self.size)
+            self.cache.journal(self)
 
     def mark_uploaded(self, blocks) -> None:
         """Blocks sent as a multipart part: evictable now, but not fetchable until complete."""
@@ -253,7 +264,7 @@ def _name_for(bucket: str, key: str) -> str:
 
 
 class DataCache:
-    def __init__(self, root: str, *, capacity: int = 10 * 1024 * MiB, block_size: int = MiB,
+    def __init__(self, root: str, *, capacity: int = 10 * 1024 * MiB, block_size: int = 256 * 1024,
                  max_readahead: int = 64 * MiB, clock: Callable[[], float] = time.monotonic,
                  wait_timeout: float = 120.0):
         self.root = root
@@ -354,6 +365,16 @@ class DataCache:
                     continue
                 if entry.fd >= 0:
                     punch_hole(entry.fd, blk * entry.bs, entry.bs)
+                else:
+                    try:
+                        fd = os.open(entry.path, os.O_RDWR | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        fd = -1
+                    if fd >= 0:
+                        try:
+                            punch_hole(fd, blk * entry.bs, entry.bs)
+                        finally:
+                            os.close(fd)
                 entry.present.discard(blk)
             finally:
                 entry.lock.release()
@@ -405,6 +426,10 @@ class DataCache:
             if entry.refs > 0 or entry.is_dirty or entry.etag is None:
                 return
             self._write_index(entry)
+        with entry.lock:
+            if entry.refs == 0 and entry.fd >= 0:
+                os.close(entry.fd)  # reopened on reuse: a cache of many files holds no fds
+                entry.fd = -1
         with self._lock:
             prev = self._clean.get((entry.bucket, entry.key))
             self._clean[(entry.bucket, entry.key)] = entry

@@ -258,23 +258,28 @@ class FileOps(FsCore):
             of.uploading = True
             try:
                 conn = self.store.connection
+                writes_before = entry.writes
                 if of.session is None and entry.size <= conn.multipart_threshold:
                     entry.fill(fetch, self.fetch_pool)
                     with entry.lock:
+                        writes_before = entry.writes
                         data = os.pread(entry.fd, entry.size, 0)
-                    etag = self._put_checked(of, data)
+                    etag, uploaded = self._put_checked(of, data), len(data)
                 else:
                     if of.session is None:
                         of.session = self._new_session(of)
                     self._check_overwrite(of)
-                    etag = of.session.finish(fetch)
+                    etag, uploaded = of.session.finish(fetch)
                     if self._upload_headers(of, session=True) != of.session.headers:
                         # metadata changed while the parts were going up (chmod, setxattr...)
                         etag = self.store.replace_metadata(self.bucket, of.key,
                                                            self._upload_headers(of)).etag
                     of.session = None
                 entry.key = of.key
-                entry.mark_clean(etag)
+                if entry.writes == writes_before:
+                    entry.mark_clean(etag)
+                else:  # written meanwhile through another handle: S3 has a snapshot only
+                    entry.rebase(etag, uploaded)
                 of.attr.etag = etag
                 self.meta.listing_update(of.path, of.current_attr())
                 with self.lock:

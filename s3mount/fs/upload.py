@@ -129,8 +129,8 @@ class UploadSession:
                 self.inflight[number] = self.pool.submit(self._upload_part, number, start, end)
 
     # -- completion ----------------------------------------------------------------------------
-    def finish(self, fetch) -> str:
-        """Upload or copy whatever parts need it, complete, and return the new ETag."""
+    def finish(self, fetch) -> tuple[str, int]:
+        """Upload or copy whatever parts need it, complete; returns (new ETag, its size)."""
         entry = self.entry
         for f in list(self.inflight.values()):
             f.exception()
@@ -157,9 +157,10 @@ class UploadSession:
         for f in futures:
             f.result()
         try:
-            return self.client.complete_multipart(
+            etag = self.client.complete_multipart(
                 self.bucket, self.key, self.upload_id,
                 [(n, self.done[n][0]) for n, _, _ in parts])
+            return etag, size
         except NoSuchUploadError:
             self.upload_id = None
             self.done.clear()
