@@ -23,10 +23,14 @@ Client workload per configuration (each phase takes well under a few seconds):
 The mount is ALWAYS removed in a `finally` (fusermount -u / fusermount3 -u,
 lazy unmount as a fallback) and the daemon subprocess is killed by pid.
 
-Usage:
-  python3 bench/fuse_binding.py matrix [--size-mib 256] [--stat-n 20000] [--json out.json]
+Usage (results and interpretation: bench/fuse_binding.md):
+  python3 bench/fuse_binding.py matrix [--pin same|none|split] [--rounds 3] [--reps 3] [--json out.json]
+  python3 bench/fuse_binding.py report out.json [more.json ...]     # median (min-max) over rounds
+  python3 bench/fuse_binding.py micro                                # binding-only cost, no mount
   python3 bench/fuse_binding.py run --binding mfusepy --libfuse 3 --threads mt \
-          -o max_write=1048576 [--want-writeback-cache] [--read-ahead-kb 1024]
+          [--conn-max-write 1048576] [--want-writeback-cache] [--read-ahead-kb 1024] [-o direct_io]
+libfuse 3's fuse_main() rejects -o max_write/big_writes/max_background/writeback_cache: use the
+--conn-* flags, which set fuse_conn_info in mfusepy's init_with_config().
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ MiB = 1024 * 1024
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 S3SERVER = os.path.join(REPO, "..", "shared", "bench", "s3server")
+QUIET = 0.35  # a transfer is "quiet" when the rest of the machine used < 0.35 core meanwhile
 AK, SK, BUCKET, REGION = "benchAK", "benchSK-transfer-0123456789", "benchbucket", "us-east-1"
 
 
@@ -158,6 +159,7 @@ class Contender:
 
     def run(self, direction: str, key: str, path: str, timeout: float) -> dict:
         cmd = self.command(direction, key, path)
+        waited = wait_quiet(self.args.wait_quiet, self.args.server_pid)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         s0 = server_cpu(self.args.server_pid)
         b0 = busy_cpu()
@@ -171,7 +173,7 @@ class Contender:
             raise RuntimeError(f"{self.label} {direction} failed ({r.returncode}): "
                                f"{(r.stderr or r.stdout)[-600:]}")
         out = {"wall": wall, "cpu": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime),
-               "server_cpu": s1 - s0}
+               "server_cpu": s1 - s0, "waited": waited}
         # Everything else the machine did meanwhile (other processes, kernel): a noise gauge.
         out["other_cpu"] = max(0.0, (b1 - b0) - out["cpu"] - out["server_cpu"])
         if self.kind == "s3mount":
@@ -208,6 +210,18 @@ def busy_cpu() -> float:
     return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_quiet(limit: float, server_pid: int | None) -> float:
+    """Wait (at most `limit` s) for a 1 s window in which the machine, less the S3 server, used
+    < QUIET core: on a shared box this keeps other jobs' bursts out of more samples."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit:
+        b0, s0 = busy_cpu(), server_cpu(server_pid)
+        time.sleep(1.0)
+        if (busy_cpu() - b0) - (server_cpu(server_pid) - s0) < QUIET:
+            break
+    return time.perf_counter() - t0
+
+
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb", buffering=0) as f:
@@ -230,6 +244,18 @@ def store_for(endpoint: str):
                                     default_bucket=BUCKET))
 
 
+def code_version() -> str:
+    """The commit of the repo the bench lives in, and whether s3mount/store differs from it."""
+    try:
+        rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "s3mount/store"],
+                               capture_output=True, text=True).stdout.strip()
+        return f"{rev}{' (s3mount/store modified)' if dirty else ''}"
+    except OSError:
+        return "unknown"
+
+
 def fmt(vals: list[float]) -> str:
     if not vals:
         return "FAIL"
@@ -249,9 +275,11 @@ def summarize_raw(path: str, top: int = 25) -> str:
                 continue
             n = int(n)
             total += n
+            raw = stack.split(";")
             frames = [fr.split(" (")[0] + " (" + fr.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
-                      if " (" in fr else fr for fr in stack.split(";")]
-            self_c[frames[-1]] = self_c.get(frames[-1], 0) + n
+                      if " (" in fr else fr for fr in raw]
+            leaf = raw[-1].replace(os.path.dirname(REPO) + "/", "")
+            self_c[leaf] = self_c.get(leaf, 0) + n
             for fr in set(frames):
                 incl[fr] = incl.get(fr, 0) + n
     if not total:
@@ -306,6 +334,9 @@ def main() -> None:
     ap.add_argument("--port-base", type=int, default=22600)
     ap.add_argument("--timeout", type=float, default=900, help="seconds per transfer")
     ap.add_argument("--json", default=None, help="write every sample here")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                    help="before each transfer wait up to S seconds for a quiet second on the "
+                         "machine (for shared boxes; default 0 = off)")
     ap.add_argument("--profile", default=None, metavar="DIR",
                     help="instead of the table: py-spy record the first s3mount contender's "
                          "upload and download (cpu, --gil and --idle) into DIR and summarize")
@@ -351,6 +382,7 @@ def main() -> None:
             profile(prof, args, src, args.profile)
             return
 
+        code_start = code_version()
         samples: dict[tuple[str, str], list[dict]] = {(c.spec, d): [] for c in contenders
                                                       for d in ("up", "down")}
         failures = []
@@ -391,28 +423,37 @@ def main() -> None:
             return statistics.median(v) if v else None
 
         mine = next((c for c in contenders if c.kind == "s3mount"), None)
+        code_end = code_version()
+        code = code_start if code_start == code_end else f"{code_start} at start, {code_end} at end (changed mid-run!)"
+        print(f"\n{datetime.datetime.now().isoformat(timespec='seconds')}, s3mount at {code}")
         peers = [c for c in contenders if c.kind != "s3mount"]
         print(f"\n{args.size_mib} MiB, {args.reps} reps, median [min-max] MiB/s, wall time of the "
               f"whole command (process start included); cpu = median CPU seconds (user+sys) of "
               f"the client process + of the SeaweedFS process during the transfer; other load = "
-              f"CPU seconds the rest of the machine used meanwhile (noise gauge)\n")
+              f"CPU seconds the rest of the machine used meanwhile (noise gauge); quiet-only = median "
+              f"over the transfers during which the rest of the machine used < {QUIET} core\n")
         print("| contender | upload MiB/s | download MiB/s | cpu up s (client+server) "
-              "| cpu down s (client+server) | other load up/down s |")
-        print("|---|---|---|---|---|---|")
+              "| cpu down s (client+server) | other load up/down s | quiet-only up / down |")
+        print("|---|---|---|---|---|---|---|")
         for c in contenders:
             cells = [fmt([s["mibs"] for s in samples[(c.spec, d)]]) for d in ("up", "down")]
+            quiet = []
+            for d in ("up", "down"):
+                q = [s["mibs"] for s in samples[(c.spec, d)] if s["other_cpu"] < QUIET * s["wall"]]
+                quiet.append(f"{statistics.median(q):.0f} (n={len(q)})" if q else "- (n=0)")
             cpu = []
             for d in ("up", "down"):
                 a, b = med(c.spec, d, "cpu"), med(c.spec, d, "server_cpu")
                 cpu.append("-" if a is None else f"{a:.1f} + {b:.1f}")
             other = [med(c.spec, d, "other_cpu") for d in ("up", "down")]
             other_s = "/".join("-" if x is None else f"{x:.1f}" for x in other)
-            print(f"| {c.label} | {cells[0]} | {cells[1]} | {cpu[0]} | {cpu[1]} | {other_s} |")
+            print(f"| {c.label} | {cells[0]} | {cells[1]} | {cpu[0]} | {cpu[1]} | {other_s} "
+                  f"| {quiet[0]} / {quiet[1]} |")
         for c in contenders:
             if c.kind == "s3mount" and samples[(c.spec, "up")]:
                 inner = [fmt([args.size_mib / s["inner"] for s in samples[(c.spec, d)]])
                          for d in ("up", "down")]
-                print(f"| {c.label}, in-process time only | {inner[0]} | {inner[1]} | | | |")
+                print(f"| {c.label}, in-process time only | {inner[0]} | {inner[1]} | | | | |")
         if mine and peers:
             print()
             for c in [c for c in contenders if c.kind == "s3mount"]:
@@ -428,6 +469,7 @@ def main() -> None:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"),
+                           "code": code,
                            "size_mib": args.size_mib, "reps": args.reps,
                            "samples": {f"{k[0]}|{k[1]}": v for k, v in samples.items()},
                            "labels": {c.spec: c.label for c in contenders},

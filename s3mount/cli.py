@@ -180,7 +180,8 @@ def run_mount(opts: MountOptions) -> None:
                       metadata_ttl=opts.metadata_ttl, read_only=opts.read_only)
 
     if cache.recovered:
-        done, kept = fs.recover()
+        from .fs.recovery import recover
+        done, kept = recover(fs)
         log.info("crash recovery: %d file(s) uploaded, %d kept in the cache", len(done), len(kept))
 
     def on_init() -> None:

@@ -205,3 +205,20 @@ def test_external_change_visible_after_ttl(mount, store, prefix):
     store.client.delete(BUCKET, prefix + "ext")
     time.sleep(1.2)
     assert not os.path.exists(p)
+
+
+def test_append_to_uncached_object_keeps_its_bytes(mount, store, prefix):
+    """Regression (found by test_stateful): an append into the last, uncached block of an
+    object must fetch that block's bytes first."""
+    store.client.put(BUCKET, prefix + "log", b"line1\n")
+    time.sleep(1.1)
+    with open(mount.path("log"), "ab") as f:
+        f.write(b"line2\n")
+    assert open(mount.path("log"), "rb").read() == b"line1\nline2\n"
+    assert store.client.get_bytes(BUCKET, prefix + "log")[0] == b"line1\nline2\n"
+    store.client.put(BUCKET, prefix + "gap", b"x")
+    time.sleep(1.1)
+    with open(mount.path("gap"), "r+b") as f:
+        f.seek(10)
+        f.write(b"y")
+    assert store.client.get_bytes(BUCKET, prefix + "gap")[0] == b"x" + b"\0" * 9 + b"y"

@@ -170,3 +170,14 @@ def test_xattr_on_directory(moto, workdir):
         assert os.stat(m.path("d")).st_mode & 0o777 == 0o700
         assert os.getxattr(m.path("implicit"), "user.b") == b"2"
         assert open(m.path("implicit", "file")).read() == "x"
+
+
+def test_empty_xattr_value_survives_reupload(mount, store, prefix):
+    """Regression (found by test_stateful): SeaweedFS drops empty metadata values on PUT."""
+    p = mount.path("e")
+    open(p, "w").close()
+    os.setxattr(p, "user.empty", b"")
+    with open(p, "w") as f:
+        f.write("re-uploaded")
+    assert os.getxattr(p, "user.empty") == b""
+    assert "x-amz-meta-empty" in store.client.head(BUCKET, prefix + "e").raw_metadata

@@ -232,6 +232,9 @@ def test_sighup_reopens_log(seaweed, prefix, workdir):
     logfile = os.path.join(workdir, "rotating.log")
     with Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"), options=["-o", f"logfile={logfile}"],
                workdir=os.path.join(workdir, "m")) as m:
+        deadline = time.time() + 10
+        while "mount ready" not in open(logfile).read() and time.time() < deadline:
+            time.sleep(0.05)  # logged just after the mount appears
         assert "mount ready" in open(logfile).read()
         os.rename(logfile, logfile + ".1")  # what logrotate does
         os.kill(daemon_pid(m.mnt), signal.SIGHUP)

@@ -176,8 +176,10 @@ def encode_xattr_value(value: bytes) -> str:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
         return "=?x-binary?B?" + base64.b64encode(value).decode() + "?="
-    if text.isascii() and text.isprintable() and text == text.strip() and not text.startswith("=?"):
+    if text and text.isascii() and text.isprintable() and text == text.strip() \
+            and not text.startswith("=?"):
         return text
+    # (empty values too: some servers drop an empty metadata value on PUT)
     return "=?UTF-8?B?" + base64.b64encode(value).decode() + "?="
 
 

@@ -28,10 +28,6 @@ from .upload import UploadSession
 log = logging.getLogger("s3mount.fs")
 
 
-class _Keep(Exception):
-    """A recovered entry that must not be uploaded automatically."""
-
-
 class OpenFile:
     def __init__(self, path: str, key: str, entry: CacheEntry, attr: Attr, headers: dict[str, str]):
         self.path, self.key = path, key
@@ -362,44 +358,6 @@ class FileOps(FsCore):
                     self.cache.discard(of.entry)
                 else:
                     self.cache.release(of.entry)
-
-    def recover(self) -> tuple[list[str], list[str]]:
-        """Upload the writes a crashed run left in the cache, if each object is still the
-        version they were made against; keep and report the others. Returns (done, kept)."""
-        done, kept = [], []
-        for entry in list(self.cache.recovered):
-            extra = entry.extra
-            path = extra.get("path") or ""
-            where = f"s3://{entry.bucket}/{entry.key}"
-            try:
-                if entry.bucket != self.bucket or not path or self.key_of(path) != entry.key:
-                    raise _Keep("it belongs to another bucket or prefix")
-                try:
-                    remote = self.client.head(self.bucket, entry.key).etag
-                except NotFoundError:
-                    remote = None
-                if remote != entry.etag:
-                    raise _Keep(f"the object changed in S3 meanwhile (ETag {remote} != {entry.etag})")
-                lost = [b for b in entry.unfetchable if b not in entry.present]
-                if lost:
-                    raise _Keep(f"{len(lost)} block(s) had been sent as parts and evicted")
-                attr = Attr(kind=extra.get("kind", "file"), mode=extra.get("mode", 0o100644),
-                            size=entry.size, uid=extra.get("uid", 0), gid=extra.get("gid", 0),
-                            etag=entry.etag, metadata=dict(extra.get("metadata", {})))
-                of = OpenFile(path, entry.key, entry, attr, dict(extra.get("headers", {})))
-                of.refs = 0
-                self.upload(of)
-                self.cache.recovered.remove(entry)
-                entry.refs = 1
-                self.cache.release(entry)  # clean now: kept for reuse like any closed file
-                log.warning("recovered %s (%d bytes) written before an unclean shutdown: uploaded",
-                            where, entry.size)
-                done.append(path)
-            except (_Keep, FsError, RemoteStoreError, OSError) as e:
-                log.error("unsent writes to %s from before an unclean shutdown are kept in %s: %s",
-                          where, entry.path, e)
-                kept.append(entry.path)
-        return done, kept
 
     def flush_all(self) -> list[str]:
         """Upload every dirty file (at unmount); returns the paths that could not be uploaded."""

@@ -1,0 +1,248 @@
+"""A cache entry: the sparse local file of one object version, its block states and the
+fetch, read, write and truncate operations on it. The DataCache (datacache.py) owns the budget
+these blocks count against."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .datacache import DataCache
+
+Fetch = Callable[[int, int], None]  # fetch(offset, length): put remote bytes at offset in the file
+
+
+class CacheFull(OSError):
+    pass
+
+
+class BlockLost(OSError):
+    """A block was uploaded as a part, then evicted, and cannot be fetched back before complete."""
+
+
+class CacheEntry:
+    def __init__(self, cache: "DataCache", bucket: str, key: str, etag: str | None, size: int,
+                 path: str, fd: int):
+        self.cache = cache
+        self.bucket, self.key, self.etag = bucket, key, etag
+        self.size = size            # logical size
+        self.remote_size = size     # blocks at or past this offset are never fetched
+        self.path, self.fd = path, fd
+        self.bs = cache.block_size
+        self.present: set[int] = set()
+        self.dirty: set[int] = set()        # written since the last upload
+        self.unfetchable: set[int] = set()  # overwritten since the remote version: no refetch
+        self.gen: dict[int, int] = {}       # per-block write counter, to spot rewrites mid-upload
+        self.writes = 0                     # writes and truncates so far, for the same reason
+        self.inflight: dict[int, threading.Event] = {}
+        self.failed: dict[int, BaseException] = {}
+        self.refs = 0
+        self.truncated = False      # size changed without a block being written
+        self.extra: dict = {}       # the caller's, journaled with dirty data (path, headers...)
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.seq_end = -1           # end of the last read, to spot sequential readers
+        self.seq_bytes = 0          # bytes read back to back so far
+        self.window = 0             # readahead bytes
+
+    @property
+    def is_dirty(self) -> bool:
+        return bool(self.dirty) or self.truncated
+
+    # -- fetching ------------------------------------------------------------------------------
+    def _claim(self, first: int, last: int) -> list[tuple[int, int]]:
+        """Mark missing, fetchable blocks in [first, last] in flight; return their byte runs."""
+        runs, run_start = [], None
+        last = min(last, (self.remote_size - 1) // self.bs) if self.remote_size else -1
+        for b in range(first, last + 2):
+            want = b <= last and b not in self.present and b not in self.inflight \
+                and b not in self.unfetchable
+            if want and run_start is None:
+                run_start = b
+            if run_start is not None and (not want or b - run_start >= self.cache.max_run_blocks):
+                runs.append((run_start, b - 1))
+                run_start = b if want else None
+        for a, z in runs:
+            ev = threading.Event()
+            for b in range(a, z + 1):
+                self.inflight[b] = ev
+        return runs
+
+    def _run_fetch(self, fetch: Fetch, a: int, z: int) -> None:
+        start, end = a * self.bs, min((z + 1) * self.bs, self.remote_size)
+        room = (z - a + 1) * self.bs
+        err: BaseException | None = None
+        try:
+            self.cache.reserve(room, self)
+            fetch(start, end - start)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting readers
+            err = e
+        with self.lock:
+            ev = self.inflight.get(a)
+            for b in range(a, z + 1):
+                self.inflight.pop(b, None)
+                if err is None:
+                    self.present.add(b)
+                    self.failed.pop(b, None)
+                else:
+                    self.failed[b] = err
+        if err is None:
+            self.cache.added(self, range(a, z + 1))
+        else:
+            self.cache.release_reservation(room)
+        if ev is not None:
+            ev.set()
+
+    def ensure(self, start: int, end: int, fetch: Fetch, pool: Executor | None = None,
+               ahead: int = 0) -> None:
+        """Make bytes [start, end) valid locally; start fetching `ahead` more bytes after them."""
+        if start >= end:
+            return
+        first, last = start // self.bs, (end - 1) // self.bs
+        with self.lock:
+            for b in range(first, last + 1):
+                self.failed.pop(b, None)
+                if b in self.unfetchable and b not in self.present:
+                    raise BlockLost(5, f"block {b} of {self.key} was uploaded and evicted")
+            missing = sum(1 for b in range(first, last + 1) if b not in self.present)
+            self.cache.count_blocks(last - first + 1 - missing, missing)
+            runs = self._claim(first, last)
+            ahead_runs = []
+            if ahead:
+                # Whole aligned runs (8 MiB): a window that slides one block per read would
+                # otherwise fetch one small range per read, several times slower.
+                run = self.cache.max_run_blocks
+                target = ((end + ahead - 1) // self.bs // run + 1) * run - 1
+                ahead_runs = self._claim(last + 1, target)
+            waits = {id(ev): ev for b in range(first, last + 1)
+                     if (ev := self.inflight.get(b)) is not None}
+        if pool is not None:
+            for a, z in ahead_runs:
+                pool.submit(self._run_fetch, fetch, a, z)
+            for a, z in runs[1:]:
+                pool.submit(self._run_fetch, fetch, a, z)
+            runs = runs[:1]
+        else:
+            runs = runs + ahead_runs
+        for a, z in runs:  # the first run in this thread: no hand-off for the common case
+            self._run_fetch(fetch, a, z)
+        for ev in waits.values():
+            ev.wait()
+        with self.lock:
+            for b in range(first, last + 1):
+                if b in self.failed:
+                    raise self.failed.pop(b)
+        self.cache.touch(self, range(first, last + 1))
+
+    # -- data ----------------------------------------------------------------------------------
+    def read(self, offset: int, size: int, fetch: Fetch, pool: Executor | None = None) -> bytes:
+        with self.lock:
+            end = min(offset + size, self.size)
+            if offset >= end:
+                return b""
+            # The kernel's own readahead (1 MiB windows) makes any read look sequential for a
+            # while; only a longer run of consecutive reads is a sequential reader.
+            # Concurrent kernel requests arrive slightly out of order: "near the last end" counts.
+            if self.seq_end >= 0 and abs(offset - self.seq_end) <= self.cache.max_run_blocks * self.bs:
+                self.seq_bytes += end - offset
+            else:
+                self.seq_bytes, self.window = end - offset, 0
+            if self.seq_bytes > self.cache.sequential_after:
+                self.window = min(max(self.window * 2, 2 * self.bs), self.cache.max_readahead)
+            self.seq_end = max(self.seq_end, end) if self.window else end
+            ahead = self.window
+        self.ensure(offset, end, fetch, pool, ahead)
+        return os.pread(self.fd, end - offset, offset)
+
+    def write(self, offset: int, data: bytes, fetch: Fetch) -> int:
+        end = offset + len(data)
+        if not data:
+            return 0
+        # Blocks only partly overwritten keep their other bytes: fetch those first. Before the
+        # write's start that is any block holding remote bytes (appending at the end included);
+        # after its end, only if remote bytes follow it.
+        first_blk, end_blk = offset // self.bs, end // self.bs
+        if offset % self.bs and first_blk * self.bs < self.remote_size:
+            self.ensure(first_blk * self.bs, min((first_blk + 1) * self.bs, self.remote_size), fetch)
+        if end % self.bs and end < self.remote_size:
+            self.ensure(end_blk * self.bs, min((end_blk + 1) * self.bs, self.remote_size), fetch)
+        first, last = offset // self.bs, (end - 1) // self.bs
+        with self.lock:
+            new = [b for b in range(first, last + 1) if b not in self.present]
+        self.cache.reserve(len(new) * self.bs, self, dirty=True)
+        with self.lock:
+            if offset > self.size:  # the hole up to this write reads as zeros, never fetched
+                self.remote_size = min(self.remote_size, self.size)
+            n = os.pwrite(self.fd, data, offset)
+            blocks = range(first, last + 1)
+            fresh = [b for b in blocks if b not in self.present]
+            newly_dirty = any(b not in self.dirty for b in blocks)
+            self.present.update(blocks)
+            self.dirty.update(blocks)
+            for b in blocks:
+                self.gen[b] = self.gen.get(b, 0) + 1
+            self.writes += 1
+            self.unfetchable.update(blocks)
+            self.size = max(self.size, end)
+            if newly_dirty:  # after the data, before the write is acknowledged
+                self.cache.journal(self)
+        self.cache.added(self, fresh, reserved=len(new) * self.bs)
+        self.cache.touch(self, blocks)
+        return n
+
+    def truncate(self, length: int) -> None:
+        with self.lock:
+            os.ftruncate(self.fd, length)
+            self.remote_size = min(self.remote_size, length)
+            gone = [b for b in self.present if b * self.bs >= length]
+            for b in gone:
+                self.present.discard(b)
+                self.dirty.discard(b)
+            if length % self.bs and (length // self.bs) in self.present:
+                self.dirty.add(length // self.bs)
+            self.size = length
+            self.truncated = True
+            self.writes += 1
+            self.cache.journal(self)
+        self.cache.removed(self, gone)
+
+    def fill(self, fetch: Fetch, pool: Executor | None = None) -> None:
+        """Fetch every missing block (before a whole-object upload)."""
+        self.ensure(0, self.size, fetch, pool)
+
+    def mark_clean(self, etag: str) -> None:
+        """After an upload of the whole object: this is now the remote version `etag`."""
+        with self.lock:
+            self.etag = etag
+            self.remote_size = self.size
+            self.dirty.clear()
+            self.unfetchable.clear()
+            self.truncated = False
+            self.cache.journal(self)
+        self.cache.space_freed()
+
+    def rebase(self, etag: str, uploaded_size: int) -> None:
+        """An upload finished while other writes went on: S3 now holds `etag` (what was
+        uploaded), but the entry stays dirty and is uploaded again at the next flush."""
+        with self.lock:
+            self.etag = etag
+            self.remote_size = min(uploaded_size, self.size)
+            self.cache.journal(self)
+
+    def mark_uploaded(self, blocks) -> None:
+        """Blocks sent as a multipart part: evictable now, but not fetchable until complete."""
+        with self.lock:
+            self.dirty.difference_update(blocks)
+        self.cache.space_freed()
+
+    def index(self) -> dict:
+        with self.lock:
+            d = {"bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size,
+                 "block_size": self.bs, "present": sorted(self.present)}
+            if self.is_dirty:
+                d.update(dirty=True, dirty_blocks=sorted(self.dirty), remote_size=self.remote_size,
+                         unfetchable=sorted(self.unfetchable), extra=self.extra)
+            return d
