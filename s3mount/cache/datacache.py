@@ -197,8 +197,10 @@ class DataCache:
                 return
             self._write_index(entry)
         with entry.lock:
-            if entry.refs == 0 and entry.fd >= 0:
-                os.close(entry.fd)  # reopened on reuse: a cache of many files holds no fds
+            # Reopened on reuse, so a cache of many files holds no fds; never while a readahead
+            # fetch may still write to it (its fd number could be reused by another file).
+            if entry.refs == 0 and entry.fd >= 0 and not entry.inflight:
+                os.close(entry.fd)
                 entry.fd = -1
         with self._lock:
             prev = self._clean.get((entry.bucket, entry.key))
@@ -233,9 +235,9 @@ class DataCache:
 
     def _write_index(self, entry: CacheEntry) -> None:
         tmp = entry.path + ".json.tmp"
-        with open(tmp, "w") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:  # 0600 from the first byte, not chmod'ed afterwards
             json.dump(entry.index(), f)
-        os.chmod(tmp, 0o600)
         os.replace(tmp, entry.path + ".json")
 
     def _load_index(self) -> None:
