@@ -167,13 +167,14 @@ class DataCache:
         with self._lock:
             old = self._clean.pop((bucket, key), None)
         if old is not None:
-            if etag is not None and old.etag == etag and old.size == size:
-                if old.fd < 0:
-                    old.fd = os.open(old.path, os.O_RDWR | os.O_CLOEXEC)
-                old.refs += 1
-                old.seq_end, old.seq_bytes, old.window = -1, 0, 0
-                self.hits += 1
-                return old
+            with old.lock:  # the fd is closed under this lock when the last user goes
+                if etag is not None and old.etag == etag and old.size == size:
+                    if old.fd < 0:
+                        old.fd = os.open(old.path, os.O_RDWR | os.O_CLOEXEC)
+                    old.refs += 1
+                    old.seq_end, old.seq_bytes, old.window = -1, 0, 0
+                    self.hits += 1
+                    return old
             self.discard(old)
         self.misses += 1
         path, fd = self._new_file(bucket, key)

@@ -89,6 +89,9 @@ class CacheEntry:
                     self.failed.pop(b, None)
                 else:
                     self.failed[b] = err
+            if self.refs == 0 and not self.inflight and self.fd >= 0 and not self.is_dirty:
+                os.close(self.fd)  # released while this readahead ran: close it now
+                self.fd = -1
         if err is None:
             self.cache.added(self, range(a, z + 1))
         else:
