@@ -40,6 +40,7 @@ class OpenFile:
         self.upload_lock = threading.Lock()
         self.session: UploadSession | None = None
         self.uploading = False
+        self.closed = False  # its cache entry was given back: never used again
         self.journal_extra()
 
     def journal_extra(self) -> None:
@@ -349,7 +350,10 @@ class FileOps(FsCore):
             except FsError:
                 return  # stays in self.files with its dirty data; the next open/flush retries
         with self.lock:
-            if of.refs == 0:
+            # Two releases can get here for one OpenFile (another open and close of the path
+            # happened during this one's upload): only the first gives the entry back.
+            if of.refs == 0 and not of.closed:
+                of.closed = True
                 if self.files.get(of.path) is of:
                     del self.files[of.path]
                 if of.unlinked:
