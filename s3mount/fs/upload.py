@@ -73,6 +73,7 @@ class UploadSession:
         self.lock = threading.Lock()
         self.next_part = 1  # streaming: the first part not yet considered
         self.bytes_done = 0
+        self.finishing = False  # set by finish: no more streamed parts after that
 
     def _ensure_started(self) -> str:
         with self.lock:
@@ -126,13 +127,18 @@ class UploadSession:
                 continue
             self._wait_room()
             with self.lock:
+                if self.finishing:
+                    return  # a close is completing this upload; it uploads the rest itself
                 self.inflight[number] = self.pool.submit(self._upload_part, number, start, end)
 
     # -- completion ----------------------------------------------------------------------------
     def finish(self, fetch) -> tuple[str, int]:
         """Upload or copy whatever parts need it, complete; returns (new ETag, its size)."""
         entry = self.entry
-        for f in list(self.inflight.values()):
+        with self.lock:
+            self.finishing = True
+            running = list(self.inflight.values())
+        for f in running:
             f.exception()
         self.inflight.clear()
         size = entry.size
