@@ -290,31 +290,31 @@ def recover_dead_mount(mountpoint: str) -> None:
         return
     log.warning("%s is a dead FUSE mount (transport endpoint not connected); unmounting it lazily",
                 mountpoint)
-    for cmd in (["fusermount3", "-uz", mountpoint], ["fusermount", "-uz", mountpoint],
-                ["umount", "-l", mountpoint]):
+    if first_success([["fusermount3", "-uz", mountpoint], ["fusermount", "-uz", mountpoint],
+                      ["umount", "-l", mountpoint]], timeout=30) is None:
+        fail(f"{mountpoint} is a dead mount and could not be unmounted")
+
+
+def first_success(commands: list[list[str]], timeout: float) -> list[str] | None:
+    """Run the commands in order until one exits 0; return it (None if none did)."""
+    for cmd in commands:
         try:
-            if subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0:
-                return
+            if subprocess.run(cmd, capture_output=True, timeout=timeout).returncode == 0:
+                return cmd
         except (OSError, subprocess.TimeoutExpired):
             continue
-    fail(f"{mountpoint} is a dead mount and could not be unmounted")
+    return None
 
 
 def unmount(mountpoint: str) -> bool:
     """Unmount; if files are still open (a close may be uploading), detach lazily: the kernel
     then ends the session when the last one is closed, and destroy() uploads what is left."""
-    for cmd in (["fusermount3", "-u", mountpoint], ["fusermount", "-u", mountpoint],
-                ["umount", mountpoint], ["fusermount3", "-uz", mountpoint],
-                ["umount", "-l", mountpoint]):
-        try:
-            if subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0:
-                if "-uz" in cmd or "-l" in cmd:
-                    log.info("%s was busy: detached lazily; exiting once open files are closed",
-                             mountpoint)
-                return True
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-    return False
+    cmd = first_success([["fusermount3", "-u", mountpoint], ["fusermount", "-u", mountpoint],
+                         ["umount", mountpoint], ["fusermount3", "-uz", mountpoint],
+                         ["umount", "-l", mountpoint]], timeout=60)
+    if cmd is not None and ("-uz" in cmd or "-l" in cmd):
+        log.info("%s was busy: detached lazily; exiting once open files are closed", mountpoint)
+    return cmd is not None
 
 
 def install_signal_handlers(mountpoint: str) -> None:

@@ -55,7 +55,6 @@ class DataCache:
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self.used = 0                     # bytes of present blocks + reservations
-        self.dirty_bytes = 0
         self._lru: collections.OrderedDict[tuple[int, int], CacheEntry] = collections.OrderedDict()
         self._clean: dict[tuple[str, str], CacheEntry] = {}  # closed, reusable
         self._seq = 0

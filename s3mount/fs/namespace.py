@@ -22,6 +22,11 @@ XATTR_CREATE, XATTR_REPLACE = 1, 2
 DIR_CONTENT_TYPE = "application/x-directory"
 
 
+def _kept_headers(info: ObjectInfo) -> dict[str, str]:
+    """Content-Type and metadata, for recreating or multipart-copying an object."""
+    return {**{k: v for k, v in info.headers.items() if k == "content-type"}, **info.raw_metadata}
+
+
 class S3FileSystem(FileOps):
     """POSIX semantics over a bucket (or a prefix of it), as plain methods raising FsError."""
 
@@ -166,8 +171,7 @@ class S3FileSystem(FileOps):
                 # Directory markers: some servers cannot copy them; recreate with their metadata.
                 try:
                     info = self.client.head(self.bucket, obj.key)
-                    headers = {**{k: v for k, v in info.headers.items() if k == "content-type"},
-                               **info.raw_metadata}
+                    headers = _kept_headers(info)
                 except NotFoundError:
                     headers = {"content-type": DIR_CONTENT_TYPE}
                 self.client.put(self.bucket, target, b"", headers)
@@ -188,8 +192,7 @@ class S3FileSystem(FileOps):
 
     def _copy_large(self, src_key: str, dst_key: str, size: int) -> None:
         info = self.client.head(self.bucket, src_key)
-        headers = {**{k: v for k, v in info.headers.items() if k == "content-type"},
-                   **info.raw_metadata}
+        headers = _kept_headers(info)
         self.store.transfer.copy(self.bucket, src_key, self.bucket, dst_key, size, headers,
                                  replace_metadata=True, if_match=info.etag)
 

@@ -114,6 +114,15 @@ def _encode_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
+def _etag_result(body: bytes) -> str:
+    """ETag of a Copy/Complete result; S3 may answer 200 and still fail (an <Error> body),
+    which it says to retry."""
+    if xml.is_error_document(body):
+        code, message, rid = xml.parse_error(body)
+        raise ServerError(message or "request failed", code=code, request_id=rid, status=200)
+    return xml.parse_etag_result(body)
+
+
 def copy_source(bucket: str, key: str) -> str:
     return f"/{bucket}/{quote_key(key)}"
 
@@ -122,10 +131,10 @@ class S3Client:
     def __init__(self, transport: Transport):
         self.t = transport
 
-    def _body_headers(self, body: bytes | memoryview, headers: dict[str, str]) -> None:
+    @staticmethod
+    def _body_headers(body: bytes | memoryview, headers: dict[str, str]) -> None:
         """Content-MD5, which the server verifies; the signer then sends UNSIGNED-PAYLOAD."""
         headers["Content-MD5"] = content_md5(body)
-        return None
 
     # -- reading -------------------------------------------------------------------------------
     def head(self, bucket: str, key: str, *, if_match: str | None = None) -> ObjectInfo:
@@ -216,8 +225,7 @@ class S3Client:
         if region and region != "us-east-1":
             body = (f"<CreateBucketConfiguration><LocationConstraint>{region}"
                     "</LocationConstraint></CreateBucketConfiguration>").encode()
-        self.t.request("PUT", bucket, None, operation="CreateBucket", body=body,
-                       payload_sha256=hashlib.sha256(body).hexdigest())
+        self.t.request("PUT", bucket, None, operation="CreateBucket", body=body)
 
     def list_multipart_uploads(self, bucket: str, prefix: str = "") -> list[tuple[str, str]]:
         """(key, upload_id) of the uploads in progress (first page)."""
@@ -247,9 +255,8 @@ class S3Client:
             hdrs["if-match"] = f'"{if_match}"'
         if if_none_match:
             hdrs["if-none-match"] = if_none_match
-        sha = self._body_headers(body, hdrs)
-        resp = self.t.request("PUT", bucket, key, operation="PutObject", headers=hdrs, body=body,
-                              payload_sha256=sha)
+        self._body_headers(body, hdrs)
+        resp = self.t.request("PUT", bucket, key, operation="PutObject", headers=hdrs, body=body)
         return resp.headers.get("etag", "").strip('"')
 
     def delete(self, bucket: str, key: str) -> None:
@@ -269,11 +276,7 @@ class S3Client:
                    params: dict | None) -> str:
         def attempt():
             resp = self.t.send("PUT", bucket, key, operation=operation, headers=hdrs, params=params)
-            body = resp.content
-            if xml.is_error_document(body):  # a 200 that failed half-way: S3 says retry
-                code, message, rid = xml.parse_error(body)
-                raise ServerError(message or "copy failed", code=code, request_id=rid, status=200)
-            return xml.parse_etag_result(body)
+            return _etag_result(resp.content)
         return self.t.call(operation, bucket, key, attempt)
 
     # -- multipart -----------------------------------------------------------------------------
@@ -285,9 +288,8 @@ class S3Client:
     def upload_part(self, bucket: str, key: str, upload_id: str, part_number: int,
                     body: bytes | memoryview) -> str:
         hdrs: dict[str, str] = {}
-        sha = self._body_headers(body, hdrs)
+        self._body_headers(body, hdrs)
         resp = self.t.request("PUT", bucket, key, operation="UploadPart", headers=hdrs, body=body,
-                              payload_sha256=sha,
                               params={"partNumber": str(part_number), "uploadId": upload_id})
         etag = resp.headers.get("etag", "").strip('"')
         if not etag:
@@ -309,17 +311,12 @@ class S3Client:
                            parts: list[tuple[int, str]]) -> str:
         body = xml.complete_multipart_body(parts)
         hdrs: dict[str, str] = {"content-type": "application/xml"}
-        sha = self._body_headers(body, hdrs)
+        self._body_headers(body, hdrs)
 
         def attempt():
             resp = self.t.send("POST", bucket, key, operation="CompleteMultipartUpload",
-                               headers=hdrs, body=body, payload_sha256=sha,
-                               params={"uploadId": upload_id})
-            data = resp.content
-            if xml.is_error_document(data):
-                code, message, rid = xml.parse_error(data)
-                raise ServerError(message or "complete failed", code=code, request_id=rid, status=200)
-            return xml.parse_etag_result(data)
+                               headers=hdrs, body=body, params={"uploadId": upload_id})
+            return _etag_result(resp.content)
         return self.t.call("CompleteMultipartUpload", bucket, key, attempt)
 
     def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:

@@ -67,12 +67,6 @@ class _Signer(S3SigV4Auth):
             return False
         return super()._should_sha256_sign_payload(request)
 
-    def payload(self, request):
-        precomputed = request.context.get("payload_sha256")
-        if precomputed and self._should_sha256_sign_payload(request):
-            return precomputed
-        return super().payload(request)
-
 
 def quote_key(key: str) -> str:
     # '.' and '..' segments are sent percent-encoded so no HTTP layer normalises them away.
@@ -150,7 +144,7 @@ class Transport:
     # -- one signed exchange ------------------------------------------------------------------
     def send(self, method: str, bucket: str, key: str | None = None, *, operation: str,
              params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
-             body: bytes | memoryview = b"", payload_sha256: str | None = None,
+             body: bytes | memoryview = b"",
              stream: bool = False, expect: tuple[int, ...] = (200,)) -> requests.Response:
         """One attempt: sign, send, and turn any unexpected status into a typed error."""
         url = self.url(bucket, key)
@@ -160,8 +154,6 @@ class Transport:
         hdrs = dict(headers or {})
         aws_req = AWSRequest(method=method, url=url, data=bytes(body) if isinstance(body, memoryview) else body,
                              headers=hdrs)
-        if payload_sha256:
-            aws_req.context["payload_sha256"] = payload_sha256
         creds = self.conn.frozen_credentials()
         if creds is not None:
             _Signer(creds, "s3", self.conn.region).add_auth(aws_req)
