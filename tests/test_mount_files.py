@@ -222,3 +222,36 @@ def test_append_to_uncached_object_keeps_its_bytes(mount, store, prefix):
         f.seek(10)
         f.write(b"y")
     assert store.client.get_bytes(BUCKET, prefix + "gap")[0] == b"x" + b"\0" * 9 + b"y"
+
+
+def test_concurrent_open_close_of_one_file_never_ebadf(mount):
+    """Opens racing the last close of the same path get a live handle (SEMANTICS 6): a handle
+    registered on a file whose last close had just given its cache file back read EBADF."""
+    p = mount.path("shared")
+    payload = os.urandom(300_000)
+    with open(p, "wb") as f:
+        f.write(payload)
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for _ in range(150):
+                with open(p, "rb") as f:
+                    assert f.read() == payload
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def rewriter() -> None:  # same bytes, so a reader may land on either version
+        try:
+            for _ in range(30):
+                with open(p, "r+b") as f:
+                    f.write(payload[:10])
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(8)] + [threading.Thread(target=rewriter)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]

@@ -218,7 +218,10 @@ class DataCache:
         with entry.lock:
             blocks = list(entry.present)
             entry.present.clear()
-            if entry.fd >= 0:
+            entry.discarded = True
+            # A readahead still writing to the fd closes it when it ends: closed now, its
+            # number could be reused by another file and the fetch would write into that one.
+            if entry.fd >= 0 and not entry.inflight:
                 os.close(entry.fd)
                 entry.fd = -1
             for p in (entry.path, entry.path + ".json"):

@@ -41,6 +41,7 @@ class CacheEntry:
         self.failed: dict[int, BaseException] = {}
         self.refs = 0
         self.truncated = False      # size changed without a block being written
+        self.discarded = False      # its file is deleted; blocks fetched now are dropped
         self.extra: dict = {}       # the caller's, journaled with dirty data (path, headers...)
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
@@ -82,17 +83,19 @@ class CacheEntry:
             err = e
         with self.lock:
             ev = self.inflight.get(a)
+            kept = err is None and not self.discarded
             for b in range(a, z + 1):
                 self.inflight.pop(b, None)
-                if err is None:
+                if kept:
                     self.present.add(b)
                     self.failed.pop(b, None)
-                else:
+                elif err is not None:
                     self.failed[b] = err
-            if self.refs == 0 and not self.inflight and self.fd >= 0 and not self.is_dirty:
-                os.close(self.fd)  # released while this readahead ran: close it now
+            if not self.inflight and self.fd >= 0 and (
+                    self.discarded or (self.refs == 0 and not self.is_dirty)):
+                os.close(self.fd)  # released or discarded while this readahead ran
                 self.fd = -1
-        if err is None:
+        if kept:
             self.cache.added(self, range(a, z + 1))
         else:
             self.cache.release_reservation(room)

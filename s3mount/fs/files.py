@@ -105,17 +105,21 @@ class FileOps(FsCore):
             raise FsError(errno.EBADF)
         return h
 
-    def _register(self, of: OpenFile, flags: int) -> int:
-        with self.lock:
-            of.refs += 1
-            fh = next(self._fh)
-            etag = of.entry.etag
-            keep = etag is not None and self._kernel_etags.get(of.path) == etag
-            if len(self._kernel_etags) > 100_000:
-                self._kernel_etags.clear()
-            self._kernel_etags[of.path] = etag
-            self.handles[fh] = Handle(of, flags, keep)
-            return fh
+    def _register(self, of: OpenFile, flags: int) -> int | None:
+        """A new handle on `of`; None if its last handle closed meanwhile (the caller must
+        look the path up again: that OpenFile's cache entry is given back). Under self.lock, so
+        that the check and the reference are one step against release()."""
+        if of.closed:
+            return None
+        of.refs += 1
+        fh = next(self._fh)
+        etag = of.entry.etag
+        keep = etag is not None and self._kernel_etags.get(of.path) == etag
+        if len(self._kernel_etags) > 100_000:
+            self._kernel_etags.clear()
+        self._kernel_etags[of.path] = etag
+        self.handles[fh] = Handle(of, flags, keep)
+        return fh
 
     def keep_kernel_cache(self, fh: int) -> bool:
         h = self.handles.get(fh)
@@ -126,9 +130,12 @@ class FileOps(FsCore):
         writing = flags & (os.O_WRONLY | os.O_RDWR) or flags & os.O_TRUNC
         if writing:
             self.check_writable()
-        with self.lock:
-            of = self.files.get(path)
-        if of is None:
+        while True:
+            with self.lock:
+                of = self.files.get(path)
+                fh = self._register(of, flags) if of is not None else None
+            if fh is not None:
+                break
             attr = self.lookup_full(path)
             if attr.is_dir:
                 raise FsError(errno.EISDIR)
@@ -139,10 +146,17 @@ class FileOps(FsCore):
                     entry = self.cache.open(self.bucket, key, attr.etag, attr.size)
                     of = OpenFile(path, key, entry, attr, dict(attr.headers))
                     self.files[path] = of
+                fh = self._register(of, flags)
+            if fh is not None:
+                break
         if flags & os.O_TRUNC and of.entry.size:
-            of.entry.truncate(0)
+            try:
+                of.entry.truncate(0)
+            except BaseException:
+                self.release(fh)
+                raise
             self._touch(of)
-        return self._register(of, flags)
+        return fh
 
     def create(self, path: str, mode: int, flags: int, uid: int, gid: int) -> int:
         self.check_writable()
@@ -172,8 +186,9 @@ class FileOps(FsCore):
         of = OpenFile(path, key, self.cache.create(self.bucket, key), attr, {"content-type": ctype})
         with self.lock:
             self.files[path] = of
+            fh = self._register(of, flags)
         self.invalidate(path)
-        return self._register(of, flags)
+        return fh
 
     # -- data ----------------------------------------------------------------------------------------
     def read(self, fh: int, size: int, offset: int) -> bytes:
