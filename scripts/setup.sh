@@ -10,6 +10,8 @@ command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 [ -e /usr/lib/x86_64-linux-gnu/libfuse.so.2 ] || ls /usr/lib/*/libfuse.so.2 >/dev/null 2>&1 || need_apt+=(libfuse2)
 command -v setfattr >/dev/null || need_apt+=(attr)
 command -v s3fs >/dev/null || need_apt+=(s3fs)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v nsenter >/dev/null || need_apt+=(util-linux)
 command -v fio >/dev/null || need_apt+=(fio)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -98,12 +98,12 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 
 class FaultProxy:
-    def __init__(self, upstream_host: str, upstream_port: int):
+    def __init__(self, upstream_host: str, upstream_port: int, listen_host: str = "127.0.0.1"):
         self.upstream_host, self.upstream_port = upstream_host, upstream_port
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = _Server((listen_host, 0), _Handler)
         self._server.proxy = self  # type: ignore[attr-defined]
         self.port = self._server.server_address[1]
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.endpoint = f"http://{listen_host}:{self.port}"
         self._lock = threading.Lock()
         self.plan: collections.deque[Action] = collections.deque()
         self.rule: Rule | None = None

@@ -39,14 +39,16 @@ class Mount:
     """`s3mount BUCKET[:/PREFIX] MNT -f` in a subprocess, credentials from the environment."""
 
     def __init__(self, endpoint: str, bucket: str, prefix: str = "", *, options: list[str] = (),
-                 config: dict | None = None, env: dict | None = None, workdir: str | None = None):
+                 config: dict | None = None, env: dict | None = None, workdir: str | None = None,
+                 launcher: list[str] = ()):
         self.workdir = workdir or tempfile.mkdtemp(prefix="s3mount-mnt-")
         self.mnt = os.path.join(self.workdir, "mnt")
         self.cache = os.path.join(self.workdir, "cache")
         self.log = os.path.join(self.workdir, "s3mount.log")
         os.makedirs(self.mnt, exist_ok=True)
         source = f"{bucket}:/{prefix}" if prefix else bucket
-        self.argv = [sys.executable, "-m", "s3mount", source, self.mnt, "-f",
+        # launcher: e.g. nsenter into a network namespace, in front of the command
+        self.argv = [*launcher, sys.executable, "-m", "s3mount", source, self.mnt, "-f",
                      "--cache-dir", self.cache, "--log-level", "debug", *options]
         if config is not None:
             path = os.path.join(self.workdir, "s3mount.yaml")
