@@ -136,3 +136,71 @@ def test_small_change_in_large_object_reuploads_only_that_part(proxy, store, pre
     back = os.path.join(workdir, "back")
     assert store.read(prefix + "large", back)[0]
     assert open(back, "rb").read() == bytes(data)
+
+
+def test_dense_random_reader_gets_the_whole_object_in_large_runs(proxy, store, prefix, workdir):
+    """A reader that fetches many scattered blocks (fio randread, a database scan) makes the
+    mount fetch the rest of the object in parallel 8 MiB runs: the object is fetched about once,
+    in far fewer GETs than one per block, and every byte read is right."""
+    size = 64 * MiB
+    src = os.path.join(workdir, "dense")
+    make_file(src, size, seed=33)
+    assert store.write(src, prefix + "dense")
+    with open(src, "rb") as f:
+        data = f.read()
+    os.unlink(src)
+    rng = __import__("random").Random(5)
+    offsets = [rng.randrange(0, size - 4096) for _ in range(400)]
+    with Mount(proxy.endpoint, BUCKET, prefix.rstrip("/"), workdir=os.path.join(workdir, "m")) as m:
+        proxy.reset()
+        fd = os.open(m.path("dense"), os.O_RDONLY)
+        try:
+            for off in offsets:
+                assert os.pread(fd, 4096, off) == data[off:off + 4096]
+        finally:
+            os.close(fd)
+        gets = [r for r in proxy.ranges if r[0] == "GET" and "list-type" not in r[1] and r[2]]
+        # 400 scattered reads touch most of the 256 blocks; without the fill that is ~one GET
+        # per block touched. With it: the first misses, then 8 runs of 8 MiB.
+        assert fetched_bytes(proxy) <= size + 8 * MiB
+        assert len(gets) < 100
+    store.delete(prefix + "dense")
+
+
+def test_fill_thresholds():
+    """The fill starts after 16 fetching random reads (or 1/128 of the blocks, if more), and
+    never for an object over a quarter of the cache."""
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+    from s3mount.cache.datacache import DataCache
+
+    src = os.urandom(32 * MiB)
+    cache = DataCache(tempfile.mkdtemp(), capacity=1024 * MiB)
+    pool = ThreadPoolExecutor(8)
+    calls = []
+
+    def run(size):
+        entry = cache.open("b", f"k{size}", "etag", size)
+
+        def fetch(off, n):
+            calls.append(n)
+            os.pwrite(entry.fd, src[off % len(src):][:n].ljust(n, b"\0"), off)
+        return entry, fetch
+
+    entry, fetch = run(32 * MiB)
+    for i in range(15):  # 15 scattered misses: no fill
+        entry.read(i * 2 * MiB + 7, 10, fetch, pool)
+    pool.submit(lambda: None).result()
+    assert entry.fill_next == -1 and len(entry.present) == 15
+    entry.read(31 * MiB, 10, fetch, pool)   # the 16th
+    assert entry.fill_next >= 0
+    pool.shutdown(wait=True)
+    assert len(entry.present) == 32 * MiB // cache.block_size
+    assert max(calls) > 8 * cache.block_size  # runs between the blocks already present
+
+    pool = ThreadPoolExecutor(8)
+    big, fetch = run(300 * MiB)  # > 1024 MiB / 4 (less the index reserve)
+    for i in range(40):
+        big.read(i * 7 * MiB + 3, 10, fetch, pool)
+    pool.shutdown(wait=True)
+    assert big.fill_next == -1 and len(big.present) == 40

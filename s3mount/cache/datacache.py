@@ -46,6 +46,8 @@ class DataCache:
         self.max_readahead = max_readahead
         self.sequential_after = 4 * MiB  # > the kernel readahead of a random read (2 x 1 MiB)
         self.max_run_blocks = max(1, (8 * MiB) // block_size)
+        self.fill_after = 16     # random fetching reads before a whole-object fill (entry.py)
+        self.fill_streams = 4    # parallel 8 MiB GETs of a fill
         self.wait_timeout = wait_timeout
         self.clock = clock
         self.dir = os.path.join(root, "data")
@@ -172,6 +174,7 @@ class DataCache:
                         old.fd = os.open(old.path, os.O_RDWR | os.O_CLOEXEC)
                     old.refs += 1
                     old.seq_end, old.seq_bytes, old.window = -1, 0, 0
+                    old.random_misses, old.fill_next = 0, -1
                     self.hits += 1
                     return old
             self.discard(old)

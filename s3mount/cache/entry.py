@@ -48,6 +48,8 @@ class CacheEntry:
         self.seq_end = -1           # end of the last read, to spot sequential readers
         self.seq_bytes = 0          # bytes read back to back so far
         self.window = 0             # readahead bytes
+        self.random_misses = 0      # non-sequential reads that had to fetch
+        self.fill_next = -1         # next block a background fill claims; -1: no fill running
 
     @property
     def is_dirty(self) -> bool:
@@ -160,8 +162,59 @@ class CacheEntry:
                 self.window = min(max(self.window * 2, 2 * self.bs), self.cache.max_readahead)
             self.seq_end = max(self.seq_end, end) if self.window else end
             ahead = self.window
-        self.ensure(offset, end, fetch, pool, ahead)
+            blocks = range(offset // self.bs, (end - 1) // self.bs + 1)
+            cached = not ahead and all(b in self.present for b in blocks)
+            start_fill = not cached and not ahead and pool is not None and self._random_miss()
+        if cached:  # the common case of a warm cache: no claims, no waits, one LRU touch
+            self.cache.count_blocks(len(blocks), 0)
+            self.cache.touch(self, blocks)
+        else:
+            self.ensure(offset, end, fetch, pool, ahead)
+        if start_fill:
+            for _ in range(self.cache.fill_streams):
+                pool.submit(self._fill_chain, fetch)
         return os.pread(self.fd, end - offset, offset)
+
+    # -- filling the whole object behind a dense random reader -----------------------------------
+    def _random_miss(self) -> bool:
+        """Count a random read that must fetch; True when a background fill should start.
+
+        A reader that has fetched 1/128 of an object's blocks at random (16 at least) is going
+        over all of it (a database scan, fio, a zip index walk): fetching the rest in parallel
+        8 MiB runs costs the same bytes as its one-block misses and runs at transfer speed.
+        Objects over a quarter of the cache are never filled, so a fill cannot thrash it."""
+        if self.fill_next >= 0:
+            return False
+        self.random_misses += 1
+        nblocks = -(-self.remote_size // self.bs)
+        if self.random_misses < max(self.cache.fill_after, nblocks // 128):
+            return False
+        if self.remote_size > self.cache.data_capacity // 4:
+            return False
+        self.fill_next = 0
+        return True
+
+    def _fill_chain(self, fetch: Fetch) -> None:
+        """One of `fill_streams` loops that claim and fetch the next missing 8 MiB run, in
+        order, until the object is complete, a fetch fails, or the last handle is closed.
+        Runs are claimed one at a time, so a reader never waits behind queued ones."""
+        run = self.cache.max_run_blocks
+        while True:
+            with self.lock:
+                nblocks = -(-self.remote_size // self.bs)
+                runs: list[tuple[int, int]] = []
+                while not runs and 0 <= self.fill_next < nblocks and self.refs > 0 \
+                        and not self.discarded:
+                    a = self.fill_next
+                    self.fill_next = a + run
+                    runs = self._claim(a, a + run - 1)
+                if not runs:
+                    return
+            for a, z in runs:
+                self._run_fetch(fetch, a, z)
+            with self.lock:
+                if any(b in self.failed for a, z in runs for b in range(a, z + 1)):
+                    return  # a reader that needs these blocks sees the error and retries
 
     def write(self, offset: int, data: bytes, fetch: Fetch) -> int:
         end = offset + len(data)
