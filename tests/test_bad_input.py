@@ -99,7 +99,8 @@ def test_not_allow_other_unless_asked(mount):
 def test_tls_is_verified_by_default(workdir):
     key, crt = os.path.join(workdir, "k.pem"), os.path.join(workdir, "c.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", crt, "-days", "1", "-subj", "/CN=127.0.0.1"], check=True,
+                    "-out", crt, "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
                    capture_output=True)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(crt, key)
@@ -127,6 +128,16 @@ def test_tls_is_verified_by_default(workdir):
         with pytest.raises(s3.RemoteStoreError, match="TLS"):
             st.exists("k")
         assert time.monotonic() - t0 < 5  # a certificate failure is not retried
+        # The same server with its certificate as the CA bundle: the handshake succeeds (the
+        # server then hangs up, which is a transport failure, not a TLS one).
+        for verify in (crt, False):
+            st = s3.RemoteStore(s3.S3Connection(endpoint=f"https://127.0.0.1:{port}",
+                                                access_key_id="a", secret_access_key="b",
+                                                default_bucket=BUCKET, verify_tls=verify,
+                                                max_attempts=1))
+            with pytest.raises(s3.RemoteStoreError) as info:
+                st.exists("k")
+            assert "TLS" not in str(info.value)
     finally:
         srv.close()
 
