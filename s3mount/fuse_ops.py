@@ -48,7 +48,9 @@ def _pin_thread_state() -> None:
     PyGILState_Release, which creates and destroys a thread state each time; on Python 3.11 that
     is an mmap and munmap of its frame stack per FUSE request (a TLB shootdown on every core),
     measured at about 150 us of a 4 KiB cached read's 230 us. One extra Ensure, never released,
-    makes the thread state outlive the callback. libfuse's workers live until unmount.
+    makes the thread state outlive the callback. Only on libfuse 3, whose workers live until
+    unmount (it never destroys idle threads by default); libfuse 2 ends idle workers beyond 10,
+    and each would take its pinned thread state with it.
     """
     ident = threading.get_ident()
     if ident not in _pinned_threads:
@@ -61,7 +63,7 @@ class S3FUSE(mfusepy.FUSE):
     thread states kept across callbacks."""
 
     def _wrapper(self, func, *args, **kwargs):
-        if threading.get_ident() not in _pinned_threads:
+        if mfusepy.fuse_version_major >= 3 and threading.get_ident() not in _pinned_threads:
             _pin_thread_state()
         return super()._wrapper(func, *args, **kwargs)
 

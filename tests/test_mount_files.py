@@ -255,3 +255,44 @@ def test_concurrent_open_close_of_one_file_never_ebadf(mount):
     for t in threads:
         t.join()
     assert not errors, errors[:3]
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("Threads", "VmRSS"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+def test_many_callbacks_keep_threads_and_memory_bounded(mount):
+    """Every libfuse worker keeps one Python thread state for good (fuse_ops.py): 8 readers
+    making 40,000 FUSE calls neither add threads past libfuse's 10 workers nor grow memory."""
+    data = os.urandom(4 * 1024 * 1024)
+    with open(mount.path("calls"), "wb") as f:
+        f.write(data)
+    fd = os.open(mount.path("calls"), os.O_RDONLY)
+    os.pread(fd, 4096, 0)
+    before = _proc_status(mount.proc.pid)
+    errors = []
+
+    def reader(seed):
+        import random
+        rng = random.Random(seed)
+        for _ in range(5000):
+            off = rng.randrange(0, len(data) - 4096)
+            if os.pread(fd, 100, off) != data[off:off + 100]:
+                errors.append(off)
+            os.stat(mount.path("calls"))
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    os.close(fd)
+    after = _proc_status(mount.proc.pid)
+    assert not errors
+    assert after["Threads"] <= before["Threads"] + 10
+    assert after["VmRSS"] - before["VmRSS"] < 32 * 1024  # KiB

@@ -240,11 +240,15 @@ class DataCache:
             self._write_index(entry)
 
     def _write_index(self, entry: CacheEntry) -> None:
+        index = json.dumps(entry.index())
+        if index == entry.written_index:
+            return  # e.g. the close after an upload's mark_clean: same state, already on disk
         tmp = entry.path + ".json.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:  # 0600 from the first byte, not chmod'ed afterwards
-            json.dump(entry.index(), f)
+            f.write(index)
         os.replace(tmp, entry.path + ".json")
+        entry.written_index = index
 
     def _load_index(self) -> None:
         """Adopt the clean files a previous run left, with their blocks; drop everything else."""

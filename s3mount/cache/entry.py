@@ -43,6 +43,7 @@ class CacheEntry:
         self.truncated = False      # size changed without a block being written
         self.discarded = False      # its file is deleted; blocks fetched now are dropped
         self.extra: dict = {}       # the caller's, journaled with dirty data (path, headers...)
+        self.written_index: str | None = None  # what the .json beside the data says now
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.seq_end = -1           # end of the last read, to spot sequential readers
