@@ -179,7 +179,7 @@ class S3Client:
                 buf = bytearray(min(chunk, length) or 1)
                 view = memoryview(buf)
                 while got < length:
-                    n = resp.raw.readinto(view[:min(len(buf), length - got)])
+                    n = resp.readinto(view[:min(len(buf), length - got)])
                     if not n:
                         break
                     os.pwrite(fd, view[:n], start + got)

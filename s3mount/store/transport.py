@@ -85,11 +85,20 @@ class Response:
     def content(self) -> bytes:
         return self.raw.data  # read in full once, then kept
 
+    def readinto(self, view: memoryview) -> int:
+        """Body bytes straight from the socket into `view`: http.client's readinto, since
+        urllib3's reads into a new bytes object and copies it (twice the memory traffic)."""
+        fp = getattr(self.raw, "_fp", None)
+        return fp.readinto(view) if fp is not None else self.raw.readinto(view)
+
     def close(self) -> None:
-        # A body read to its end has already given the connection back to the pool; one that
-        # was not is closed with its connection, which cannot be reused mid-body.
+        # A body read to its end goes back to the pool (http.client has closed its side; urllib3
+        # may not know when readinto bypassed it); one that was not is closed with its
+        # connection, which cannot be reused mid-body.
+        fp = getattr(self.raw, "_fp", None)
+        if fp is None or fp.isclosed():
+            self.raw.release_conn()
         self.raw.close()
-        self.raw.release_conn()
 
 
 def quote_key(key: str) -> str:
