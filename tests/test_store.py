@@ -423,3 +423,18 @@ def _sha(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def test_requests_survive_a_closed_connection_pool(store, prefix):
+    """Requests go to the session's urllib3 pools directly; when the pool manager closes one
+    (it keeps 4 hosts; virtual-hosted addressing has a host per bucket), the next request
+    takes a fresh pool instead of failing."""
+    client = store.client
+    client.put(BUCKET, prefix + "pool", b"abc")
+    assert client.t._pools
+    for p in client.t._pools.values():  # what eviction does (urllib3 < 2.8 also closes)
+        p.close()
+    client.t._adapter.poolmanager.clear()
+    assert client.get_bytes(BUCKET, prefix + "pool")[0] == b"abc"
+    assert all(p.pool is not None for p in client.t._pools.values())
+    store.delete(prefix + "pool")

@@ -150,14 +150,11 @@ class Transport:
                 return fn()
             except RemoteStoreError as e:
                 err = e
-            except (requests.exceptions.SSLError, urllib3.exceptions.SSLError) as e:
+            except urllib3.exceptions.SSLError as e:
                 err = TransportError(f"TLS failure talking to {c.endpoint_info.host}: {e}",
                                      operation=operation, bucket=bucket, key=key)
                 err.retryable = False
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                    requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError,
-                    urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError,
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError,
                     TimeoutError) as e:
                 err = TransportError(f"{type(e).__name__} talking to {c.endpoint_info.host}",
                                      operation=operation, bucket=bucket, key=key)
@@ -184,7 +181,9 @@ class Transport:
         environment merging, cookies, hooks, Response building) cost about a third of a small
         request's client CPU, and s3mount needs none of it."""
         pool = self._pools.get((scheme, host))
-        if pool is None:
+        # .pool is None once closed: the pool manager keeps 4 hosts and drops the oldest
+        # (virtual-hosted addressing has a host per bucket); some urllib3 versions close it.
+        if pool is None or pool.pool is None:
             probe = requests.Request("GET", f"{scheme}://{host}/").prepare()
             pool = self._adapter.get_connection_with_tls_context(probe, self.session.verify)
             self._pools[(scheme, host)] = pool
@@ -223,9 +222,9 @@ class Transport:
                                   operation=operation, bucket=bucket, key=key)
 
     def request(self, method: str, bucket: str, key: str | None = None, *, operation: str,
-                **kwargs) -> requests.Response:
+                **kwargs) -> Response:
         """`send` inside the retry loop, body read in full (so a truncated body is retried)."""
-        def attempt() -> requests.Response:
+        def attempt() -> Response:
             resp = self.send(method, bucket, key, operation=operation, **kwargs)
             if not kwargs.get("stream"):
                 resp.content  # noqa: B018 - reads the body inside the retry loop
