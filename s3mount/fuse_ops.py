@@ -39,6 +39,7 @@ def translated(fn: Callable) -> Callable:
 
 
 _pinned_threads: set[int] = set()
+_PIN_THREADS = mfusepy.fuse_version_major >= 3  # see _pin_thread_state
 
 
 def _pin_thread_state() -> None:
@@ -63,7 +64,7 @@ class S3FUSE(mfusepy.FUSE):
     thread states kept across callbacks."""
 
     def _wrapper(self, func, *args, **kwargs):
-        if mfusepy.fuse_version_major >= 3 and threading.get_ident() not in _pinned_threads:
+        if _PIN_THREADS and threading.get_ident() not in _pinned_threads:
             _pin_thread_state()
         return super()._wrapper(func, *args, **kwargs)
 
