@@ -42,8 +42,8 @@ _pinned_threads: set[int] = set()
 _PIN_THREADS = mfusepy.fuse_version_major >= 3  # see _pin_thread_state
 
 
-def _pin_thread_state() -> None:
-    """Keep this libfuse worker thread's Python thread state for good.
+def _pin_thread_state(ident: int) -> None:
+    """Keep this libfuse worker thread's Python thread state for good (called once per thread).
 
     ctypes enters every callback from a foreign thread with PyGILState_Ensure and leaves with
     PyGILState_Release, which creates and destroys a thread state each time; on Python 3.11 that
@@ -53,10 +53,8 @@ def _pin_thread_state() -> None:
     unmount (it never destroys idle threads by default); libfuse 2 ends idle workers beyond 10,
     and each would take its pinned thread state with it.
     """
-    ident = threading.get_ident()
-    if ident not in _pinned_threads:
-        ctypes.pythonapi.PyGILState_Ensure()
-        _pinned_threads.add(ident)
+    ctypes.pythonapi.PyGILState_Ensure()
+    _pinned_threads.add(ident)
 
 
 class S3FUSE(mfusepy.FUSE):
@@ -64,8 +62,8 @@ class S3FUSE(mfusepy.FUSE):
     thread states kept across callbacks."""
 
     def _wrapper(self, func, *args, **kwargs):
-        if _PIN_THREADS and threading.get_ident() not in _pinned_threads:
-            _pin_thread_state()
+        if _PIN_THREADS and (ident := threading.get_ident()) not in _pinned_threads:
+            _pin_thread_state(ident)
         return super()._wrapper(func, *args, **kwargs)
 
     def open(self, path, fip):
