@@ -175,7 +175,8 @@ def run_mount(opts: MountOptions) -> None:
     defaults = Defaults(uid=opts.uid if opts.uid is not None else os.getuid(),
                         gid=opts.gid if opts.gid is not None else os.getgid(),
                         file_mode=opts.file_mode, dir_mode=opts.dir_mode,
-                        force_owner=opts.uid is not None or opts.gid is not None)
+                        force_owner=opts.uid is not None or opts.gid is not None,
+                        store_all=opts.posix_meta == "all")
     fs = S3FileSystem(store, cache, bucket, opts.prefix, defaults=defaults,
                       metadata_ttl=opts.metadata_ttl, read_only=opts.read_only)
 

@@ -74,6 +74,7 @@ class MountOptions:
     file_mode: int = 0o644
     dir_mode: int = 0o755
     metadata_ttl: float = 5.0
+    posix_meta: str = "changed"  # "all": write mode/uid/gid/mtime on every object, as s3fs does
     log_level: str = "info"
     logfile: str | None = None
     libfuse: int = 3
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr")
     p.add_argument("-o", dest="o", action="append", default=[], metavar="OPT[,OPT...]",
                    help="mount options: ro, allow_other, allow_root, nonempty, uid=N, gid=N, umask=022, "
-                        "file_mode=0644, dir_mode=0755, and every long option as name=value, "
+                        "file_mode=0644, dir_mode=0755, posix_meta=changed|all, and every long option as name=value, "
                         "e.g. -o config=/etc/s3mount/a.yaml,allow_other")
     p.add_argument("--metadata-ttl", type=float, metavar="SECONDS", help="how long stat results and listings are cached (default 5)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
@@ -173,7 +174,8 @@ def parse_args(argv: list[str]) -> MountOptions:
 
 MOUNT_SECTION_KEYS = {"bucket", "prefix", "mountpoint", "options", "cache_dir", "cache_size", "nonempty",
                       "log_level", "logfile", "metadata_ttl", "read_only", "allow_other",
-                      "allow_root", "uid", "gid", "umask", "file_mode", "dir_mode", "libfuse"}
+                      "allow_root", "uid", "gid", "umask", "file_mode", "dir_mode", "libfuse",
+                      "posix_meta"}
 
 
 def config_mount_items(path: str, opts: MountOptions) -> list[str]:
@@ -252,6 +254,11 @@ def apply_o(opts: MountOptions, item: str) -> None:
         if value not in ("debug", "info", "warning", "error"):
             raise OptionError(f"log_level={value!r}: use debug, info, warning or error")
         opts.log_level = value
+    elif name == "posix_meta":
+        if value not in ("changed", "all"):
+            raise OptionError(f"posix_meta={value!r}: use changed (only values that differ from "
+                              "the mount's defaults, and explicit mtimes) or all (as s3fs)")
+        opts.posix_meta = value
     elif name == "libfuse":
         if value not in ("2", "3"):
             raise OptionError("libfuse must be 2 or 3")

@@ -138,6 +138,42 @@ def posix_meta(mode: int, uid: int, gid: int, mtime: float) -> dict[str, str]:
     return {MODE: str(mode), UID: str(uid), GID: str(gid), MTIME: format_time(mtime)}
 
 
+def default_mode(kind: str, defaults: "Defaults") -> int | None:
+    """The st_mode an object of `kind` shows without x-amz-meta-mode (None for links: their
+    mode is what marks them as links)."""
+    if kind == "dir":
+        return stat.S_IFDIR | defaults.dir_mode
+    if kind == "file":
+        return stat.S_IFREG | defaults.file_mode
+    return None
+
+
+def set_posix(meta: dict[str, str], kind: str, defaults: "Defaults", *, mode: int | None = None,
+              uid: int | None = None, gid: int | None = None) -> dict[str, str]:
+    """Set mode/uid/gid in `meta`. A value equal to the mount's default is left out (and
+    removed), so that a listing alone answers stat for such objects; with
+    Defaults.store_all (-o posix_meta=all), every value is written, as s3fs does."""
+    for header, value, default in ((MODE, mode, default_mode(kind, defaults)),
+                                   (UID, uid, defaults.uid), (GID, gid, defaults.gid)):
+        if value is None:
+            continue
+        if value == default and not defaults.store_all:
+            meta.pop(header, None)
+        else:
+            meta[header] = str(value)
+    return meta
+
+
+def new_object_meta(kind: str, mode: int, uid: int, gid: int, mtime: float,
+                    defaults: "Defaults") -> dict[str, str]:
+    """POSIX metadata of an object this mount creates: the values that differ from the
+    mount's defaults; no mtime (the object's Last-Modified is its mtime) unless store_all."""
+    meta = set_posix({}, kind, defaults, mode=mode, uid=uid, gid=gid)
+    if defaults.store_all:
+        meta[MTIME] = format_time(mtime)
+    return meta
+
+
 @dataclass
 class Defaults:
     uid: int
@@ -145,6 +181,7 @@ class Defaults:
     file_mode: int = 0o644
     dir_mode: int = 0o755
     force_owner: bool = False  # -o uid=/gid= given: show that owner whatever the metadata says
+    store_all: bool = False    # -o posix_meta=all: write mode, uid, gid and mtime on every object
 
 
 # -- extended attributes ----------------------------------------------------------------------

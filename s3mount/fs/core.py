@@ -30,6 +30,10 @@ NAME_MAX = 255
 KEY_MAX = 1024
 PREFETCH_LIMIT = 4096  # HEADs started in the background per listing
 SAMPLE = 4             # files HEADed per listing to see whether they carry POSIX metadata
+SAMPLE_ALL = 32        # ...and in a directory of at most this many files, all of them
+# Lookups of names in one directory that each cost a request before that directory is listed
+# instead (one page: a listing of up to 1000 names costs about as much as 15 HEADs).
+LIST_AFTER_MISSES = 4
 
 
 def valid_name(name: str) -> bool:
@@ -54,6 +58,8 @@ class FsCore:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3fs-meta")
         self._pending: dict[str, Future] = {}
         self._pending_lock = threading.Lock()
+        self._misses: dict[str, int] = {}           # dir -> lookups that needed a request
+        self._dir_lists: dict[str, Future] = {}     # dir -> listing made for lookups, in flight
 
     # -- names -----------------------------------------------------------------------------------
     def key_of(self, path: str) -> str:
@@ -106,6 +112,12 @@ class FsCore:
             return cached
         if cached is MISSING and self.meta.listed_absent(path):
             raise FsError(errno.ENOENT)  # the parent's fresh listing does not have it
+        if cached is MISSING and self._list_for_lookups(self.parent_of(path)):
+            cached = self.meta.get(path)
+            if cached is None or (cached is MISSING and self.meta.listed_absent(path)):
+                raise FsError(errno.ENOENT)
+            if cached is not MISSING and cached.complete:
+                return cached
         with self._pending_lock:
             fut = self._pending.pop(path, None)
         attr = fut.result() if fut is not None else self._stat_remote(path)
@@ -151,6 +163,40 @@ class FsCore:
             log.debug("prefetch of %s failed: %s", path, e)
             raise
 
+    def _list_for_lookups(self, parent: str) -> bool:
+        """Count a lookup in `parent` that needs a request; from the LIST_AFTER_MISSES-th on,
+        list `parent` (one page) so that its other names need none. True when a fresh listing
+        of `parent` is cached now."""
+        with self._pending_lock:
+            misses = self._misses.get(parent, 0) + 1
+            if misses < LIST_AFTER_MISSES:
+                if len(self._misses) > 10_000:
+                    self._misses.clear()
+                self._misses[parent] = misses
+                return False
+            fut = self._dir_lists.get(parent)
+            mine = fut is None
+            if mine:
+                fut = self._dir_lists[parent] = Future()
+        if mine:
+            try:
+                page = self.client.list_page(self.bucket, self.dir_key(parent), "/", max_keys=1000)
+                if page.next_token is None:  # the whole directory: it answers every lookup
+                    self.meta.put_listing(parent, self._list_remote(parent, [page]))
+                    self._misses.pop(parent, None)
+                else:  # too big to list for a few names: keep HEADing, ask again later
+                    self._misses[parent] = -LIST_AFTER_MISSES * 64
+                fut.set_result(None)
+            except Exception as e:  # noqa: BLE001 - the lookup goes on with its own HEAD
+                log.debug("listing %s for lookups failed: %s", parent, e)
+                fut.set_result(None)
+            finally:
+                with self._pending_lock:
+                    self._dir_lists.pop(parent, None)
+        else:
+            fut.result()
+        return self.meta.listing(parent) is not None
+
     # -- listings ----------------------------------------------------------------------------------
     def list_dir(self, path: str) -> list[str]:
         entries = self.meta.listing(path)
@@ -165,12 +211,12 @@ class FsCore:
         """Hook: names of files created here and not uploaded yet."""
         return []
 
-    def _list_remote(self, path: str) -> list[tuple[str, Attr]]:
+    def _list_remote(self, path: str, pages=None) -> list[tuple[str, Attr]]:
         prefix = self.dir_key(path)
         files: dict[str, Attr] = {}
         dirs: dict[str, Attr] = {}
         skipped = 0
-        for page in self.client.list_all(self.bucket, prefix, "/"):
+        for page in pages if pages is not None else self.client.list_all(self.bucket, prefix, "/"):
             for obj in page.objects:
                 name = obj.key[len(prefix):]
                 if name == "":
@@ -196,7 +242,7 @@ class FsCore:
         entries = list(files.items()) + [(n, a) for n, a in dirs.items() if n not in files]
         entries.sort(key=lambda e: e[0])
         base = path.rstrip("/")
-        sampled = self._sample(base, sorted(files))
+        sampled = self._sample(base, sorted(files), SAMPLE if len(files) > SAMPLE_ALL else SAMPLE_ALL)
         sampled.update(self._sample(base, sorted(n for n in dirs if n not in files), SAMPLE // 2))
         if any(a is not None and has_posix_meta(a.metadata) for a in sampled.values()):
             # Objects here carry mode/owner/times: each entry's stat needs its own HEAD.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..cache import CacheEntry
 from ..store import NotFoundError, PreconditionFailedError, RemoteStoreError
-from .attrs import MTIME, Attr, format_time, posix_meta
+from .attrs import MTIME, Attr, format_time, new_object_meta
 from .core import FsCore
 from .errors import FsError, to_errno
 from .upload import UploadSession
@@ -181,7 +181,8 @@ class FileOps(FsCore):
         now = self.now()
         perm = stat.S_IMODE(mode)
         attr = Attr(kind="file", mode=stat.S_IFREG | perm, size=0, mtime=now, uid=uid, gid=gid,
-                    metadata=posix_meta(stat.S_IFREG | perm, uid, gid, now))
+                    metadata=new_object_meta("file", stat.S_IFREG | perm, uid, gid, now,
+                                             self.defaults))
         ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
         of = OpenFile(path, key, self.cache.create(self.bucket, key), attr, {"content-type": ctype})
         with self.lock:
@@ -251,7 +252,10 @@ class FileOps(FsCore):
     def _touch(self, of: OpenFile) -> None:
         now = self.now()
         of.attr.mtime, of.attr.mtime_ns = now, None
-        of.attr.metadata[MTIME] = format_time(now)
+        if self.defaults.store_all:
+            of.attr.metadata[MTIME] = format_time(now)
+        else:  # the upload's Last-Modified is the new mtime
+            of.attr.metadata.pop(MTIME, None)
         of.mtime_explicit = False
 
     # -- upload ---------------------------------------------------------------------------------------

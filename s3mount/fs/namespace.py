@@ -12,7 +12,7 @@ import stat
 from ..store import NotFoundError, ObjectInfo, PreconditionFailedError
 from .attrs import (GID, META, MODE, MTIME, UID, USER_META_LIMIT, Attr, XattrError,
                     decode_xattr_value, encode_xattr_value, format_time, header_for_xattr,
-                    posix_meta, user_meta_size, xattr_names)
+                    new_object_meta, set_posix, user_meta_size, xattr_names)
 from .errors import FsError
 from .files import FileOps, OpenFile
 
@@ -86,7 +86,8 @@ class S3FileSystem(FileOps):
         key = self.dir_key(path)
         if self._exists(path) is not None:
             raise FsError(errno.EEXIST)
-        meta = posix_meta(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid, self.now())
+        meta = new_object_meta("dir", stat.S_IFDIR | stat.S_IMODE(mode), uid, gid, self.now(),
+                               self.defaults)
         self.client.put(self.bucket, key, b"", {"content-type": DIR_CONTENT_TYPE, **meta})
         self.invalidate(path)
         self.meta.drop_listing(self.parent_of(path))
@@ -97,7 +98,7 @@ class S3FileSystem(FileOps):
         key = self.key_of(path)
         if self._exists(path) is not None:
             raise FsError(errno.EEXIST)
-        meta = posix_meta(stat.S_IFLNK | 0o777, uid, gid, self.now())
+        meta = new_object_meta("link", stat.S_IFLNK | 0o777, uid, gid, self.now(), self.defaults)
         self.client.put(self.bucket, key, target.encode("utf-8", "surrogateescape"), meta)
         self.invalidate(path)
         self.meta.drop_listing(self.parent_of(path))
@@ -291,18 +292,21 @@ class S3FileSystem(FileOps):
         attr = self.lookup_full(path)
 
         def change(meta: dict[str, str]) -> dict[str, str]:
-            meta.setdefault(MODE, str(attr.mode))
-            meta.setdefault(UID, str(attr.uid))
-            meta.setdefault(GID, str(attr.gid))
-            meta.setdefault(MTIME, format_time(attr.st_mtime_ns))
-            if "mode" in values:
-                meta[MODE] = str(stat.S_IFMT(attr.mode) | stat.S_IMODE(values["mode"]))
-            if values.get("uid", -1) != -1:
-                meta[UID] = str(values["uid"])
-            if values.get("gid", -1) != -1:
-                meta[GID] = str(values["gid"])
+            if self.defaults.store_all:
+                meta.setdefault(MODE, str(attr.mode))
+                meta.setdefault(UID, str(attr.uid))
+                meta.setdefault(GID, str(attr.gid))
+                meta.setdefault(MTIME, format_time(attr.st_mtime_ns))
+            mode = (stat.S_IFMT(attr.mode) | stat.S_IMODE(values["mode"])
+                    if "mode" in values else None)
+            uid, gid = values.get("uid", -1), values.get("gid", -1)
+            set_posix(meta, attr.kind, self.defaults, mode=mode,
+                      uid=None if uid == -1 else uid, gid=None if gid == -1 else gid)
             if "mtime" in values:
                 meta[MTIME] = format_time(values["mtime"])
+            elif attr.kind != "dir":
+                # The copy gives the object a new Last-Modified: keep the mtime it shows now.
+                meta.setdefault(MTIME, format_time(attr.st_mtime_ns))
             return meta
         if "mtime" in values:
             with self.lock:

@@ -1,0 +1,115 @@
+"""What stat and ls cost after a cold mount, and the POSIX metadata objects carry
+(docs/SEMANTICS.md claims 4 and 16)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+
+from conftest import BUCKET
+from mountutil import Mount
+from s3mount.stats import fetch
+
+POSIX = ("x-amz-meta-mode", "x-amz-meta-uid", "x-amz-meta-gid", "x-amz-meta-mtime")
+
+
+def _requests(m: Mount) -> dict[str, int]:
+    return fetch(m.mnt)["requests"]
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+
+
+def _posix_keys(store, key: str) -> set[str]:
+    return {k for k in store.client.head(BUCKET, key).metadata if k in POSIX}
+
+
+def test_new_files_store_only_what_differs_from_the_defaults(mount, store, prefix):
+    p = mount.path("plain.txt")
+    before = time.time()
+    with open(p, "w") as f:
+        f.write("plain")
+    assert _posix_keys(store, prefix + "plain.txt") == set()
+    st = os.stat(p)
+    assert stat.S_IMODE(st.st_mode) == 0o644 and st.st_uid == os.getuid()
+    assert before - 1 <= st.st_mtime <= time.time() + 1
+    mtime_ns = st.st_mtime_ns
+    os.chmod(p, 0o600)  # a CopyObject: the mtime travels along, so it does not change
+    assert _posix_keys(store, prefix + "plain.txt") == {"x-amz-meta-mode", "x-amz-meta-mtime"}
+    assert os.stat(p).st_mtime_ns == mtime_ns
+    os.chmod(p, 0o644)  # back to the default: no mode key
+    assert _posix_keys(store, prefix + "plain.txt") == {"x-amz-meta-mtime"}
+    old = os.umask(0o077)
+    try:
+        with open(mount.path("private"), "w") as f:
+            f.write("p")
+    finally:
+        os.umask(old)
+    info = store.client.head(BUCKET, prefix + "private")
+    assert info.metadata["x-amz-meta-mode"] == str(0o100600)
+    assert "x-amz-meta-uid" not in info.metadata and "x-amz-meta-mtime" not in info.metadata
+    os.mkdir(mount.path("d"))
+    assert _posix_keys(store, prefix + "d/") == set()
+    with open(mount.path("plain.txt"), "a") as f:  # a write: the mtime is the upload's again
+        f.write("!")
+    assert "x-amz-meta-mtime" not in _posix_keys(store, prefix + "plain.txt")
+
+
+def test_posix_meta_all_writes_every_key(seaweed, store, prefix, workdir):
+    with Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"), workdir=os.path.join(workdir, "m"),
+               options=["-o", "posix_meta=all"]) as m:
+        with open(m.path("f"), "w") as f:
+            f.write("x")
+        os.mkdir(m.path("d"))
+    assert _posix_keys(store, prefix + "f") == set(POSIX)
+    assert _posix_keys(store, prefix + "d/") >= {"x-amz-meta-mode", "x-amz-meta-uid"} or \
+        not store.client.head(BUCKET, prefix + "d/").metadata  # SeaweedFS drops marker metadata
+
+
+def test_cold_stat_and_ls_of_files_written_here_cost_one_listing(seaweed, store, prefix, workdir):
+    names = [f"f{i:03d}" for i in range(120)]
+    m = Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"), workdir=os.path.join(workdir, "m"))
+    with m:
+        os.mkdir(m.path("d"))
+        for n in names:
+            with open(m.path("d", n), "wb") as f:
+                f.write(n.encode())
+        os.chmod(m.path("d", "f007"), 0o751)  # one file of a mixed directory
+        m.restart()
+        r0 = _requests(m)
+        sizes = [os.stat(m.path("d", n)).st_size for n in names]  # no readdir first
+        got = _delta(r0, _requests(m))
+        assert sizes == [4] * len(names)
+        assert got.get("ListObjectsV2", 0) <= 2, got
+        assert got.get("HeadObject", 0) <= 3 + 4 + 2, got  # misses before the listing + sample
+        m.restart()
+        r0 = _requests(m)
+        out = subprocess.run(["ls", "-l", m.path("d")], capture_output=True, text=True, check=True)
+        got = _delta(r0, _requests(m))
+        assert len(out.stdout.splitlines()) == len(names) + 1
+        assert got.get("HeadObject", 0) <= 4 + 2, got
+        assert got.get("ListObjectsV2", 0) <= 2, got
+        assert not os.path.exists(m.path("d", "nothing-here"))  # answered by the listing
+        assert _delta(r0, _requests(m)).get("HeadObject", 0) == got.get("HeadObject", 0)
+
+
+def test_small_mixed_directory_shows_every_mode(seaweed, store, prefix, workdir):
+    m = Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"), workdir=os.path.join(workdir, "m"))
+    with m:
+        os.mkdir(m.path("scripts"))
+        for i in range(20):
+            with open(m.path("scripts", f"conf{i:02d}"), "w") as f:
+                f.write("x")
+        with open(m.path("scripts", "run.sh"), "w") as f:
+            f.write("#!/bin/sh\necho ran\n")
+        os.chmod(m.path("scripts", "run.sh"), 0o755)
+        m.restart()
+        out = subprocess.run(["ls", "-l", m.path("scripts")], capture_output=True, text=True,
+                             check=True).stdout
+        line = next(x for x in out.splitlines() if x.endswith("run.sh"))
+        assert line.startswith("-rwxr-xr-x"), line
+        assert subprocess.run([m.path("scripts", "run.sh")], capture_output=True,
+                              text=True).stdout == "ran\n"
