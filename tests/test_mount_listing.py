@@ -113,3 +113,33 @@ def test_small_mixed_directory_shows_every_mode(seaweed, store, prefix, workdir)
         assert line.startswith("-rwxr-xr-x"), line
         assert subprocess.run([m.path("scripts", "run.sh")], capture_output=True,
                               text=True).stdout == "ran\n"
+
+
+def test_small_files_after_a_listing_cost_one_get_each(seaweed, store, prefix, workdir):
+    names = [f"s{i:02d}" for i in range(40)]
+    for n in names:
+        store.client.put(BUCKET, prefix + "small/" + n, n.encode() * 10,
+                         {"x-amz-meta-state": "raw", "content-type": "text/csv"})
+    store.client.put(BUCKET, prefix + "small/big", b"b" * (300 * 1024))
+    m = Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"), workdir=os.path.join(workdir, "m"),
+              options=["-o", "metadata_ttl=30"])
+    with m:
+        assert len(os.listdir(m.path("small"))) == 41
+        # changed in S3 after the listing: the open still reads what S3 has now
+        store.client.put(BUCKET, prefix + "small/s00", b"new content")
+        r0 = _requests(m)
+        for n in names:
+            with open(m.path("small", n), "rb") as f:
+                assert f.read() == (b"new content" if n == "s00" else n.encode() * 10)
+        got = _delta(r0, _requests(m))
+        assert got.get("GetObject") == len(names) and not got.get("HeadObject"), got
+        # the GET brought the metadata: xattrs need no request
+        assert os.getxattr(m.path("small", "s01"), "user.state") == b"raw"
+        assert not _delta(r0, _requests(m)).get("HeadObject")
+        with open(m.path("small", "big"), "rb") as f:  # over 64 KiB: HEAD, then ranged GETs
+            assert f.read() == b"b" * (300 * 1024)
+        # written after such an open: content type and metadata are kept
+        with open(m.path("small", "s02"), "ab") as f:
+            f.write(b"+")
+    info = store.client.head(BUCKET, prefix + "small/s02")
+    assert info.metadata.get("x-amz-meta-state") == "raw" and info.content_type == "text/csv"

@@ -27,6 +27,8 @@ from .upload import UploadSession
 
 log = logging.getLogger("s3mount.fs")
 
+SMALL_OBJECT = 64 * 1024  # fetched whole at open when a listing is all we know of it
+
 
 class OpenFile:
     def __init__(self, path: str, key: str, entry: CacheEntry, attr: Attr, headers: dict[str, str]):
@@ -126,6 +128,31 @@ class FileOps(FsCore):
         return bool(h and h.keep_cache)
 
     # -- open / create -----------------------------------------------------------------------------
+    def _open_attr(self, path: str) -> tuple[Attr, bytes | None]:
+        """The attributes to open `path` with, metadata included. A small file known only from
+        a listing is fetched whole instead of HEADed: the GET brings its metadata too, so
+        opening and reading it costs one request (with the bytes, None otherwise)."""
+        attr = self.lookup(path)
+        if attr.has_meta or attr.kind != "file" or not 0 < attr.size <= SMALL_OBJECT:
+            return self.lookup_full(path), None
+        try:
+            data, info = self.client.get_bytes(self.bucket, self.key_of(path), 0, SMALL_OBJECT)
+        except NotFoundError:
+            self.invalidate(path)
+            self.meta.put(path, None)
+            raise FsError(errno.ENOENT) from None
+        attr = self.attr_from_info("file", info)
+        self.meta.put(path, attr)
+        # Grown beyond SMALL_OBJECT since the listing: these bytes are not all of it.
+        return attr, data if len(data) == info.size else None
+
+    def _preload(self, of: OpenFile, data: bytes) -> None:
+        entry = of.entry
+
+        def fetch(offset: int, length: int) -> None:
+            os.pwrite(entry.fd, memoryview(data)[offset:offset + length], offset)
+        entry.ensure(0, len(data), fetch)
+
     def open(self, path: str, flags: int) -> int:
         writing = flags & (os.O_WRONLY | os.O_RDWR) or flags & os.O_TRUNC
         if writing:
@@ -136,7 +163,7 @@ class FileOps(FsCore):
                 fh = self._register(of, flags) if of is not None else None
             if fh is not None:
                 break
-            attr = self.lookup_full(path)
+            attr, data = self._open_attr(path)
             if attr.is_dir:
                 raise FsError(errno.EISDIR)
             key = self.key_of(path)
@@ -148,6 +175,8 @@ class FileOps(FsCore):
                     self.files[path] = of
                 fh = self._register(of, flags)
             if fh is not None:
+                if data is not None and of.entry.etag == attr.etag:
+                    self._preload(of, data)
                 break
         if flags & os.O_TRUNC and of.entry.size:
             try:
