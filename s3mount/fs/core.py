@@ -56,10 +56,11 @@ class FsCore:
         self.meta = MetaCache(metadata_ttl)
         self.lock = threading.RLock()     # guards the open-file and handle tables
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3fs-meta")
-        self._pending: dict[str, Future] = {}
+        self._pending: dict[str, tuple[float, Future]] = {}  # path -> (started, HEAD)
         self._pending_lock = threading.Lock()
         self._misses: dict[str, int] = {}           # dir -> lookups that needed a request
         self._dir_lists: dict[str, Future] = {}     # dir -> listing made for lookups, in flight
+        self._meta_misses: dict[str, tuple[int, int]] = {}  # dir -> (id of its listing, HEADs for metadata)
 
     # -- names -----------------------------------------------------------------------------------
     def key_of(self, path: str) -> str:
@@ -118,13 +119,22 @@ class FsCore:
                 raise FsError(errno.ENOENT)
             if cached is not MISSING and cached.complete:
                 return cached
-        with self._pending_lock:
-            fut = self._pending.pop(path, None)
-        attr = fut.result() if fut is not None else self._stat_remote(path)
+        attr = self._stat_prefetched(path)
         self.meta.put(path, attr)
         if attr is None:
             raise FsError(errno.ENOENT)
         return attr
+
+    def _stat_prefetched(self, path: str) -> Attr | None:
+        """The background HEAD of `path` if one was started lately, else a HEAD now."""
+        with self._pending_lock:
+            started, fut = self._pending.pop(path, (0.0, None))
+        if fut is not None and time.monotonic() - started <= max(self.meta.ttl, 1.0):
+            try:
+                return fut.result()
+            except Exception:  # noqa: BLE001 - logged by _stat_quiet; try once more here
+                pass
+        return self._stat_remote(path)
 
     def lookup_full(self, path: str) -> Attr:
         """lookup() with the object's metadata and content headers, HEADing if a listing
@@ -132,7 +142,8 @@ class FsCore:
         attr = self.lookup(path)
         if attr.has_meta or path == "/":
             return attr
-        attr = self._stat_remote(path)
+        self._count_meta_miss(path)
+        attr = self._stat_prefetched(path)
         self.meta.put(path, attr)
         if attr is None:
             raise FsError(errno.ENOENT)
@@ -266,10 +277,30 @@ class FsCore:
 
     def _prefetch(self, paths: list[str]) -> None:
         """Start HEADs for listed entries, so the stat calls that follow a readdir find them ready."""
+        now = time.monotonic()
         with self._pending_lock:
             for p in paths:
                 if p not in self._pending:
-                    self._pending[p] = self.pool.submit(self._stat_quiet, p)
+                    self._pending[p] = (now, self.pool.submit(self._stat_quiet, p))
+
+    def _count_meta_miss(self, path: str) -> None:
+        """A HEAD for the metadata (xattrs, content headers) of a listed file. From the second in
+        one listed directory on, HEAD its other listed files in the background: a getfattr or
+        an open of each file in turn then finds its answer ready."""
+        parent = self.parent_of(path)
+        entries = self.meta.listing(parent)
+        if entries is None:
+            return
+        with self._pending_lock:
+            seen, count = self._meta_misses.get(parent, (0, 0))
+            count = count + 1 if seen == id(entries) else 1
+            if len(self._meta_misses) > 10_000:
+                self._meta_misses.clear()
+            self._meta_misses[parent] = (id(entries), count)
+        if count == 2:
+            base = parent.rstrip("/")
+            self._prefetch([f"{base}/{n}" for n, a in entries[:PREFETCH_LIMIT]
+                            if a.kind == "file" and not a.has_meta and f"{base}/{n}" != path])
 
     def invalidate(self, *paths: str) -> None:
         for p in paths:

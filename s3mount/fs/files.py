@@ -58,9 +58,10 @@ class OpenFile:
 
     def current_attr(self) -> Attr:
         a = self.attr
+        # self.headers: the content headers uploads carry (set at create, where a.headers is empty)
         return Attr(kind=a.kind, mode=a.mode, size=self.entry.size, mtime=a.mtime, uid=a.uid,
                     gid=a.gid, etag=self.entry.etag, metadata=dict(a.metadata),
-                    headers=dict(a.headers), mtime_ns=a.mtime_ns)
+                    headers={**a.headers, **self.headers}, mtime_ns=a.mtime_ns)
 
 
 @dataclass
@@ -326,7 +327,8 @@ class FileOps(FsCore):
                 else:  # written meanwhile through another handle: S3 has a snapshot only
                     entry.rebase(etag, uploaded)
                 of.attr.etag = etag
-                self.meta.listing_update(of.path, of.current_attr())
+                uploaded_attr = of.current_attr()
+                self.meta.listing_update(of.path, uploaded_attr)
                 with self.lock:
                     self._kernel_etags[of.path] = etag  # the page cache holds what we wrote
             except (RemoteStoreError, OSError) as e:
@@ -337,6 +339,8 @@ class FileOps(FsCore):
             finally:
                 of.uploading = False
                 self.invalidate(of.path)
+            # Known exactly (ETag, size, metadata): a stat or setxattr after close needs no HEAD.
+            self.meta.put(of.path, uploaded_attr)
 
     def _conflict(self, of: OpenFile) -> None:
         log.warning("s3://%s/%s changed in S3 since this mount read it (another writer); last "
