@@ -204,3 +204,36 @@ def test_fill_thresholds():
         big.read(i * 7 * MiB + 3, 10, fetch, pool)
     pool.shutdown(wait=True)
     assert big.fill_next == -1 and len(big.present) == 40
+
+
+def test_new_cache_files_come_from_spares_and_indexes_survive_close():
+    """Opens rename an empty file made ahead into place; close() writes the queued clean
+    indexes and removes the spares; a new cache on the directory adopts the clean entry."""
+    import tempfile
+    import time
+    from s3mount.cache.datacache import DataCache
+
+    root = tempfile.mkdtemp()
+    cache = DataCache(root, capacity=64 * MiB)
+    first = cache.open("b", "k0", "e0", 10)
+    cache.release(first)
+    data_dir = os.path.join(root, "data")
+    deadline = time.monotonic() + 10
+    while len([n for n in os.listdir(data_dir) if n.startswith("spare.")]) < 16:
+        assert time.monotonic() < deadline, "no spare files made"
+        time.sleep(0.05)
+    spares = {os.stat(os.path.join(data_dir, n)).st_ino
+              for n in os.listdir(data_dir) if n.startswith("spare.")}
+    entry = cache.open("b", "k1", "e1", 4096)
+    assert os.fstat(entry.fd).st_ino in spares and os.fstat(entry.fd).st_mode & 0o777 == 0o600
+
+    def fetch(off, n):
+        os.pwrite(entry.fd, b"x" * n, off)
+    assert entry.read(0, 4096, fetch) == b"x" * 4096
+    cache.release(entry)
+    cache.close()
+    assert not [n for n in os.listdir(data_dir) if n.startswith("spare.")]
+    again = DataCache(root, capacity=64 * MiB)
+    reused = again.open("b", "k1", "e1", 4096)
+    assert reused.present and again.hits == 1
+    again.close()

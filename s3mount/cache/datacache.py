@@ -23,6 +23,7 @@ from typing import Callable
 
 from .entry import BlockLost, CacheEntry, CacheFull  # noqa: F401 - re-exported
 from .holes import punch_hole
+from .spares import SpareFiles
 
 log = logging.getLogger("s3mount.cache")
 
@@ -70,6 +71,7 @@ class DataCache:
         self._index_cv = threading.Condition(threading.Lock())
         self._index_thread: threading.Thread | None = None
         self._load_index()
+        self._spares = SpareFiles(self.dir)  # after _load_index, which removes old spares
 
     # -- accounting ----------------------------------------------------------------------------
     def reserve(self, nbytes: int, entry: CacheEntry, dirty: bool = False) -> None:
@@ -164,6 +166,13 @@ class DataCache:
             self._seq += 1
             seq = self._seq
         path = os.path.join(self.dir, f"{_name_for(bucket, key)}.{os.getpid()}.{seq}.{os.urandom(4).hex()}")
+        spare = self._spares.take()
+        if spare is not None:
+            try:
+                os.rename(spare, path)
+                return path, os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except OSError as e:
+                log.debug("spare cache file %s unusable: %s", spare, e)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         return path, fd
 
@@ -353,6 +362,7 @@ class DataCache:
 
     def close(self) -> None:
         self.flush_index()
+        self._spares.close()
         with self._lock:
             entries = list(self._clean.values())
         for e in entries:
