@@ -438,3 +438,18 @@ def test_requests_survive_a_closed_connection_pool(store, prefix):
     assert client.get_bytes(BUCKET, prefix + "pool")[0] == b"abc"
     assert all(p.pool is not None for p in client.t._pools.values())
     store.delete(prefix + "pool")
+
+
+def test_list_all_reads_ahead_and_keeps_order(client, prefix):
+    from s3mount.store import xml
+    names = [f"{prefix}k{i:02d}" for i in range(20)] + [f"{prefix}z&<{i}" for i in range(3)]
+    for n in names:
+        client.put(BUCKET, n, b"")
+    pages = list(client.list_all(BUCKET, prefix, None, max_keys=3))
+    assert [o.key for p in pages for o in p.objects] == sorted(names)
+    assert len(pages) == 8 and all(p.next_token for p in pages[:-1]) and not pages[-1].next_token
+    body = client._list_body(BUCKET, prefix, None, None, 3)
+    assert xml.peek_next_token(body) == xml.parse_list_v2(body).next_token  # this server's form
+    assert xml.peek_next_token(b"<IsTruncated>false</IsTruncated>") is None
+    assert xml.peek_next_token(b"<IsTruncated>true</IsTruncated><NextContinuationToken>a&amp;b"
+                               b"</NextContinuationToken>") == "a&b"

@@ -70,6 +70,7 @@ class DataCache:
         self._index_queue: dict[int, CacheEntry] = {}
         self._index_cv = threading.Condition(threading.Lock())
         self._index_thread: threading.Thread | None = None
+        self._index_flush = threading.Lock()  # close() waits for a write in progress
         self._load_index()
         self._spares = SpareFiles(self.dir)  # after _load_index, which removes old spares
 
@@ -270,18 +271,19 @@ class DataCache:
 
     def flush_index(self) -> None:
         """Write the queued clean indexes now (close() and the writer thread)."""
-        while True:
-            with self._index_cv:
-                if not self._index_queue:
-                    return
-                _, entry = self._index_queue.popitem()
-            with entry.lock:  # discard() unlinks under this lock: never write after it
-                if entry.discarded or entry.refs > 0:
-                    continue  # gone, or in use again: its next release queues it anew
-                try:
-                    self._write_index(entry)
-                except OSError as e:
-                    log.warning("cache index for %s not written: %s", entry.key, e)
+        with self._index_flush:
+            while True:
+                with self._index_cv:
+                    if not self._index_queue:
+                        return
+                    _, entry = self._index_queue.popitem()
+                with entry.lock:  # discard() unlinks under this lock: never write after it
+                    if entry.discarded or entry.refs > 0:
+                        continue  # gone, or in use again: its next release queues it anew
+                    try:
+                        self._write_index(entry)
+                    except OSError as e:
+                        log.warning("cache index for %s not written: %s", entry.key, e)
 
     def _write_index(self, entry: CacheEntry) -> None:
         state = entry.index()

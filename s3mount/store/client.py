@@ -13,6 +13,8 @@ import email.utils
 import hashlib
 import os
 import re
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
@@ -123,6 +125,18 @@ def _etag_result(body: bytes) -> str:
     return xml.parse_etag_result(body)
 
 
+def _in_background(fn, *args) -> Future:
+    fut: Future = Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 - raised where the result is taken
+            fut.set_exception(e)
+    threading.Thread(target=run, daemon=True, name="list-ahead").start()
+    return fut
+
+
 def copy_source(bucket: str, key: str) -> str:
     return f"/{bucket}/{quote_key(key)}"
 
@@ -194,6 +208,11 @@ class S3Client:
     def list_page(self, bucket: str, prefix: str = "", delimiter: str | None = "/",
                   token: str | None = None, max_keys: int = 1000,
                   start_after: str | None = None) -> xml.ListPage:
+        return xml.parse_list_v2(self._list_body(bucket, prefix, delimiter, token, max_keys,
+                                                 start_after))
+
+    def _list_body(self, bucket: str, prefix: str, delimiter: str | None, token: str | None,
+                   max_keys: int = 1000, start_after: str | None = None) -> bytes:
         params = {"list-type": "2", "max-keys": str(max_keys), "encoding-type": "url"}
         if prefix:
             params["prefix"] = prefix
@@ -203,18 +222,27 @@ class S3Client:
             params["continuation-token"] = token
         if start_after:
             params["start-after"] = start_after
-        resp = self.t.request("GET", bucket, None, operation="ListObjectsV2", params=params)
-        return xml.parse_list_v2(resp.content)
+        return self.t.request("GET", bucket, None, operation="ListObjectsV2",
+                              params=params).content
 
-    def list_all(self, bucket: str, prefix: str = "", delimiter: str | None = "/"
-                 ) -> Iterator[xml.ListPage]:
-        token = None
+    def list_all(self, bucket: str, prefix: str = "", delimiter: str | None = "/",
+                 max_keys: int = 1000) -> Iterator[xml.ListPage]:
+        """Every page, in order. The next page is asked for as soon as this one's continuation
+        token is read, so the server works on it while this one is parsed and used (SeaweedFS
+        takes 30-50 ms per 1000 keys; parsing them here takes about 10)."""
+        body = self._list_body(bucket, prefix, delimiter, None, max_keys)
         while True:
-            page = self.list_page(bucket, prefix, delimiter, token)
+            token = xml.peek_next_token(body)
+            ahead = _in_background(self._list_body, bucket, prefix, delimiter, token,
+                                   max_keys) if token else None
+            page = xml.parse_list_v2(body)
             yield page
             if not page.next_token:
                 return
-            token = page.next_token
+            if ahead is not None and token == page.next_token:
+                body = ahead.result()
+            else:  # the token could not be read ahead: ask in turn
+                body = self._list_body(bucket, prefix, delimiter, page.next_token, max_keys)
 
     def head_bucket(self, bucket: str) -> None:
         self.t.request("HEAD", bucket, None, operation="HeadBucket")

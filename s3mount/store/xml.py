@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import calendar
+import html
+import re
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -64,6 +66,19 @@ class ListPage:
     objects: list[ListedObject] = field(default_factory=list)
     prefixes: list[str] = field(default_factory=list)
     next_token: str | None = None
+
+
+_TRUNCATED = re.compile(rb"<IsTruncated>\s*true\s*</IsTruncated>")
+_NEXT_TOKEN = re.compile(rb"<NextContinuationToken>([^<]*)</NextContinuationToken>")
+
+
+def peek_next_token(body: bytes) -> str | None:
+    """A ListObjectsV2 page's continuation token, read without parsing the page (None on the
+    last page, or when it is not written in the plain form this looks for)."""
+    if not _TRUNCATED.search(body):
+        return None
+    m = _NEXT_TOKEN.search(body)
+    return html.unescape(m.group(1).decode("utf-8")) if m and m.group(1) else None
 
 
 def parse_list_v2(body: bytes) -> ListPage:
