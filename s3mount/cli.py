@@ -6,7 +6,6 @@ foreground in a new session and exits 0 only after the child reports the mount a
 
 from __future__ import annotations
 
-import argparse
 import errno
 import logging
 import os
@@ -15,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from . import __version__
 from .options import MountOptions, OptionError, parse_args
@@ -22,7 +22,7 @@ from .options import MountOptions, OptionError, parse_args
 log = logging.getLogger("s3mount")
 
 
-def fail(message: str, code: int = 1) -> "NoReturn":  # noqa: F821
+def fail(message: str, code: int = 1) -> NoReturn:
     print(f"s3mount: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
@@ -165,7 +165,6 @@ def run_mount(opts: MountOptions) -> None:
     from .fs import Defaults, S3FileSystem
     from .fuse_ops import S3FUSE, S3Operations
     from .store import RemoteStore
-    import mfusepy
 
     store = RemoteStore(conn)
     preflight(store, bucket, opts.prefix)

@@ -7,68 +7,24 @@ returns EIO and leaves the data dirty in the cache, to be tried again by the nex
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import itertools
 import logging
 import mimetypes
 import os
 import stat
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-from ..cache import CacheEntry
 from ..store import NotFoundError, PreconditionFailedError, RemoteStoreError
 from .attrs import MTIME, Attr, format_time, new_object_meta
 from .core import FsCore
 from .errors import FsError, to_errno
+from .openfile import Handle, OpenFile
 from .upload import UploadSession
 
 log = logging.getLogger("s3mount.fs")
 
 SMALL_OBJECT = 64 * 1024  # fetched whole at open when a listing is all we know of it
-
-
-class OpenFile:
-    def __init__(self, path: str, key: str, entry: CacheEntry, attr: Attr, headers: dict[str, str]):
-        self.path, self.key = path, key
-        self.entry = entry
-        # Own copy: the metadata to upload with, changed by writes, chmod, setxattr...
-        self.attr = dataclasses.replace(attr, metadata=dict(attr.metadata))
-        self.headers = headers      # content headers of the object (Content-Type, ...)
-        self.refs = 0
-        self.unlinked = False
-        self.upload_lock = threading.Lock()
-        self.session: UploadSession | None = None
-        self.uploading = False
-        self.closed = False  # its cache entry was given back: never used again
-        self.journal_extra()
-
-    def journal_extra(self) -> None:
-        """What a recovery after a crash needs to upload this file as we would have."""
-        self.entry.extra = {"path": self.path, "headers": dict(self.headers),
-                            "metadata": dict(self.attr.metadata), "kind": self.attr.kind,
-                            "mode": self.attr.mode, "uid": self.attr.uid, "gid": self.attr.gid}
-        self.mtime_explicit = False  # set by utimens; else the upload time stands for mtime
-
-    @property
-    def pending(self) -> bool:
-        return self.entry.is_dirty or self.session is not None
-
-    def current_attr(self) -> Attr:
-        a = self.attr
-        # self.headers: the content headers uploads carry (set at create, where a.headers is empty)
-        return Attr(kind=a.kind, mode=a.mode, size=self.entry.size, mtime=a.mtime, uid=a.uid,
-                    gid=a.gid, etag=self.entry.etag, metadata=dict(a.metadata),
-                    headers={**a.headers, **self.headers}, mtime_ns=a.mtime_ns)
-
-
-@dataclass
-class Handle:
-    file: OpenFile
-    flags: int
-    keep_cache: bool = False  # the kernel's page cache for this file is still valid
 
 
 class FileOps(FsCore):

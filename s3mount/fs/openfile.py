@@ -1,0 +1,53 @@
+"""An open file: the handles of one path share an OpenFile, and so one cache entry and the
+metadata its next upload carries."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+
+from ..cache import CacheEntry
+from .attrs import Attr
+from .upload import UploadSession
+
+
+class OpenFile:
+    def __init__(self, path: str, key: str, entry: CacheEntry, attr: Attr, headers: dict[str, str]):
+        self.path, self.key = path, key
+        self.entry = entry
+        # Own copy: the metadata to upload with, changed by writes, chmod, setxattr...
+        self.attr = dataclasses.replace(attr, metadata=dict(attr.metadata))
+        self.headers = headers      # content headers of the object (Content-Type, ...)
+        self.refs = 0
+        self.unlinked = False
+        self.upload_lock = threading.Lock()
+        self.session: UploadSession | None = None
+        self.uploading = False
+        self.closed = False  # its cache entry was given back: never used again
+        self.journal_extra()
+
+    def journal_extra(self) -> None:
+        """What a recovery after a crash needs to upload this file as we would have."""
+        self.entry.extra = {"path": self.path, "headers": dict(self.headers),
+                            "metadata": dict(self.attr.metadata), "kind": self.attr.kind,
+                            "mode": self.attr.mode, "uid": self.attr.uid, "gid": self.attr.gid}
+        self.mtime_explicit = False  # set by utimens; else the upload time stands for mtime
+
+    @property
+    def pending(self) -> bool:
+        return self.entry.is_dirty or self.session is not None
+
+    def current_attr(self) -> Attr:
+        a = self.attr
+        # self.headers: the content headers uploads carry (set at create, where a.headers is empty)
+        return Attr(kind=a.kind, mode=a.mode, size=self.entry.size, mtime=a.mtime, uid=a.uid,
+                    gid=a.gid, etag=self.entry.etag, metadata=dict(a.metadata),
+                    headers={**a.headers, **self.headers}, mtime_ns=a.mtime_ns)
+
+
+@dataclass
+class Handle:
+    file: OpenFile
+    flags: int
+    keep_cache: bool = False  # the kernel's page cache for this file is still valid
