@@ -143,3 +143,18 @@ def test_small_files_after_a_listing_cost_one_get_each(seaweed, store, prefix, w
             f.write(b"+")
     info = store.client.head(BUCKET, prefix + "small/s02")
     assert info.metadata.get("x-amz-meta-state") == "raw" and info.content_type == "text/csv"
+
+
+def test_stat_and_setxattr_after_close_need_no_head(seaweed, store, prefix, workdir):
+    m = Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"), workdir=os.path.join(workdir, "m"),
+              options=["-o", "metadata_ttl=30"])
+    with m:
+        with open(m.path("new.csv"), "w") as f:
+            f.write("a,b\n")
+        r0 = _requests(m)
+        assert os.stat(m.path("new.csv")).st_size == 4
+        os.setxattr(m.path("new.csv"), "user.state", b"done")
+        got = _delta(r0, _requests(m))
+        assert got == {"CopyObject": 1}, got
+    info = store.client.head(BUCKET, prefix + "new.csv")
+    assert info.metadata == {"x-amz-meta-state": "done"} and info.content_type == "text/csv"

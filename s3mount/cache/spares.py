@@ -60,10 +60,15 @@ class SpareFiles:
                 self._files.append(path)
 
     def close(self) -> None:
+        """Remove the spares; no new one appears after this returns."""
         with self._cv:
             self._closed = True
-            files, self._files = self._files, []
             self._cv.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=10)  # a file it is creating now is removed by the thread itself
+        with self._cv:
+            files, self._files = self._files, []
         for p in files:
             try:
                 os.unlink(p)

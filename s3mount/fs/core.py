@@ -190,20 +190,20 @@ class FsCore:
             if mine:
                 fut = self._dir_lists[parent] = Future()
         if mine:
+            misses = 0  # listed: count afresh once the listing expires
             try:
                 page = self.client.list_page(self.bucket, self.dir_key(parent), "/", max_keys=1000)
                 if page.next_token is None:  # the whole directory: it answers every lookup
                     self.meta.put_listing(parent, self._list_remote(parent, [page]))
-                    self._misses.pop(parent, None)
-                else:  # too big to list for a few names: keep HEADing, ask again later
-                    self._misses[parent] = -LIST_AFTER_MISSES * 64
-                fut.set_result(None)
+                else:  # too big to list for a few names: keep HEADing, ask again much later
+                    misses = -LIST_AFTER_MISSES * 64
             except Exception as e:  # noqa: BLE001 - the lookup goes on with its own HEAD
                 log.debug("listing %s for lookups failed: %s", parent, e)
-                fut.set_result(None)
             finally:
                 with self._pending_lock:
                     self._dir_lists.pop(parent, None)
+                    self._misses[parent] = misses
+                fut.set_result(None)  # whatever happened: the waiting lookups go on
         else:
             fut.result()
         return self.meta.listing(parent) is not None
