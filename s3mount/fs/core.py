@@ -302,14 +302,16 @@ class FsCore:
             self._prefetch([f"{base}/{n}" for n, a in entries[:PREFETCH_LIMIT]
                             if a.kind == "file" and not a.has_meta and f"{base}/{n}" != path])
 
-    def invalidate(self, *paths: str) -> None:
+    def invalidate(self, *paths: str, tree: bool = True) -> None:
+        """Drop what is cached of `paths` (and below them, unless tree=False: files)."""
         for p in paths:
-            self.meta.invalidate(p)
+            self.meta.invalidate(p, tree)
             with self._pending_lock:
                 self._pending.pop(p, None)
-                below = p.rstrip("/") + "/"
-                for q in [q for q in self._pending if q.startswith(below)]:
-                    del self._pending[q]
+                if tree:
+                    below = p.rstrip("/") + "/"
+                    for q in [q for q in self._pending if q.startswith(below)]:
+                        del self._pending[q]
 
     def now(self) -> float:
         return self.clock()

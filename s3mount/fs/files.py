@@ -95,7 +95,7 @@ class FileOps(FsCore):
         try:
             data, info = self.client.get_bytes(self.bucket, self.key_of(path), 0, SMALL_OBJECT)
         except NotFoundError:
-            self.invalidate(path)
+            self.invalidate(path, tree=False)
             self.meta.put(path, None)
             raise FsError(errno.ENOENT) from None
         attr = self.attr_from_info("file", info)
@@ -174,7 +174,7 @@ class FileOps(FsCore):
         with self.lock:
             self.files[path] = of
             fh = self._register(of, flags)
-        self.invalidate(path)
+        self.invalidate(path, tree=False)
         return fh
 
     # -- data ----------------------------------------------------------------------------------------
@@ -294,7 +294,7 @@ class FileOps(FsCore):
                 raise FsError(err) from e
             finally:
                 of.uploading = False
-                self.invalidate(of.path)
+                self.invalidate(of.path, tree=False)
             # Known exactly (ETag, size, metadata): a stat or setxattr after close needs no HEAD.
             self.meta.put(of.path, uploaded_attr)
 

@@ -48,7 +48,7 @@ class S3FileSystem(FileOps):
             if of is not None:
                 of.unlinked = True  # nothing uploads it again
         self.cache.forget(self.bucket, key)
-        self.invalidate(path)
+        self.invalidate(path, tree=False)
         self.meta.listing_update(path, None)
         self.meta.put(path, None)
 
