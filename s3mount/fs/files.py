@@ -104,11 +104,16 @@ class FileOps(FsCore):
         return attr, data if len(data) == info.size else None
 
     def _preload(self, of: OpenFile, data: bytes) -> None:
+        """Put the bytes the open's GET brought into the cache entry. Only a shortcut: if it
+        fails (a full cache, say), reads fetch the blocks as usual."""
         entry = of.entry
 
         def fetch(offset: int, length: int) -> None:
             os.pwrite(entry.fd, memoryview(data)[offset:offset + length], offset)
-        entry.ensure(0, len(data), fetch)
+        try:
+            entry.ensure(0, len(data), fetch)
+        except Exception as e:  # noqa: BLE001 - the handle is registered: never fail the open now
+            log.debug("preloading %s failed, reads will fetch: %s", of.path, e)
 
     def open(self, path: str, flags: int) -> int:
         writing = flags & (os.O_WRONLY | os.O_RDWR) or flags & os.O_TRUNC
