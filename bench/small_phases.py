@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 
+import benchserver
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AK, SK, BUCKET = "smallAK", "smallSK", "small"
 
@@ -72,11 +74,7 @@ def main() -> int:
     a = ap.parse_args()
     work = a.workdir or tempfile.mkdtemp(prefix="s3mount-small-")
     server = os.path.join(work, "server")
-    s3server = os.path.join(REPO, "..", "shared", "bench", "s3server")
-    endpoint = subprocess.run([sys.executable, s3server, "start", "--dir", server, "--port-base",
-                               a.port_base, "--access-key", AK, "--secret-key", SK,
-                               "--bucket", BUCKET], check=True, capture_output=True,
-                              text=True).stdout.strip()
+    endpoint = benchserver.start(server, a.port_base, AK, SK, BUCKET)
     m = Mount(endpoint, work)
     n = a.files
     data = os.urandom(4096)
@@ -115,7 +113,7 @@ def main() -> int:
         phase(m, "getxattr", lambda: [os.getxattr(p, "user.bench") for p in tagged], len(tagged))
     finally:
         m.stop()
-        subprocess.run([sys.executable, s3server, "stop", "--dir", server], capture_output=True)
+        benchserver.stop(server)
     return 0
 
 

@@ -18,6 +18,8 @@ import tempfile
 import threading
 import time
 
+import benchserver
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AK, SK = "soakAK", "soakSecretKey0123456789"
 
@@ -65,11 +67,7 @@ def main() -> int:
     a = ap.parse_args()
     work = a.workdir or tempfile.mkdtemp(prefix="s3mount-soak-")
     server = os.path.join(work, "server")
-    s3server = os.path.join(REPO, "..", "shared", "bench", "s3server")
-    endpoint = subprocess.run([sys.executable, s3server, "start", "--dir", server, "--port-base",
-                               a.port_base, "--access-key", AK, "--secret-key", SK,
-                               "--bucket", "soak"], check=True, capture_output=True,
-                              text=True).stdout.strip()
+    endpoint = benchserver.start(server, a.port_base, AK, SK, "soak")
     mnt = os.path.join(work, "mnt")
     os.makedirs(mnt, exist_ok=True)
     env = dict(os.environ, AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK)
@@ -160,7 +158,7 @@ def main() -> int:
         for t in threads:
             t.join()
         subprocess.run(["fusermount3", "-u", mnt])
-        subprocess.run([sys.executable, s3server, "stop", "--dir", server], capture_output=True)
+        benchserver.stop(server)
     # Baseline: the second fifth, after warm-up (the connection pool and the cache fill first).
     fifth = max(1, len(samples) // 5)
     first = samples[fifth: 2 * fifth] or samples[:fifth]
