@@ -279,6 +279,10 @@ class FsCore:
         """Start HEADs for listed entries, so the stat calls that follow a readdir find them ready."""
         now = time.monotonic()
         with self._pending_lock:
+            if len(self._pending) > 4 * PREFETCH_LIMIT:  # results nobody asked for: drop the stale
+                horizon = now - max(self.meta.ttl, 1.0)
+                for q in [q for q, (t, _) in self._pending.items() if t < horizon]:
+                    del self._pending[q]
             for p in paths:
                 if p not in self._pending:
                     self._pending[p] = (now, self.pool.submit(self._stat_quiet, p))
