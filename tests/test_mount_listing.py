@@ -121,21 +121,27 @@ def test_small_files_after_a_listing_cost_one_get_each(seaweed, store, prefix, w
         store.client.put(BUCKET, prefix + "small/" + n, n.encode() * 10,
                          {"x-amz-meta-state": "raw", "content-type": "text/csv"})
     store.client.put(BUCKET, prefix + "small/big", b"b" * (300 * 1024))
+    store.client.put(BUCKET, prefix + "small/emptied", b"soon gone")
     m = Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"), workdir=os.path.join(workdir, "m"),
               options=["-o", "metadata_ttl=30"])
     with m:
-        assert len(os.listdir(m.path("small"))) == 41
+        assert len(os.listdir(m.path("small"))) == 42
         # changed in S3 after the listing: the open still reads what S3 has now
         store.client.put(BUCKET, prefix + "small/s00", b"new content")
         r0 = _requests(m)
-        for n in names:
+        for n in names[1:]:
             with open(m.path("small", n), "rb") as f:
-                assert f.read() == (b"new content" if n == "s00" else n.encode() * 10)
+                assert f.read() == n.encode() * 10
         got = _delta(r0, _requests(m))
-        assert got.get("GetObject") == len(names) and not got.get("HeadObject"), got
+        assert got.get("GetObject") == len(names) - 1 and not got.get("HeadObject"), got
+        with open(m.path("small", "s00"), "rb") as f:
+            assert f.read() == b"new content"
         # the GET brought the metadata: xattrs need no request
         assert os.getxattr(m.path("small", "s01"), "user.state") == b"raw"
         assert not _delta(r0, _requests(m)).get("HeadObject")
+        store.client.put(BUCKET, prefix + "small/emptied", b"")  # since the listing: no byte 0: HEAD
+        with open(m.path("small", "emptied"), "rb") as f:
+            assert f.read() == b""
         with open(m.path("small", "big"), "rb") as f:  # over 64 KiB: HEAD, then ranged GETs
             assert f.read() == b"b" * (300 * 1024)
         # written after such an open: content type and metadata are kept

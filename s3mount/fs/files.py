@@ -16,6 +16,7 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 
 from ..store import NotFoundError, PreconditionFailedError, RemoteStoreError
+from ..store.errors import InvalidRangeError
 from .attrs import MTIME, Attr, format_time, new_object_meta
 from .core import FsCore
 from .errors import FsError, to_errno
@@ -98,6 +99,9 @@ class FileOps(FsCore):
             self.invalidate(path, tree=False)
             self.meta.put(path, None)
             raise FsError(errno.ENOENT) from None
+        except InvalidRangeError:  # emptied since the listing: no byte 0 to ask for
+            self.invalidate(path, tree=False)
+            return self.lookup_full(path), None
         attr = self.attr_from_info("file", info)
         self.meta.put(path, attr)
         # Grown beyond SMALL_OBJECT since the listing: these bytes are not all of it.
