@@ -291,20 +291,17 @@ class DataCache:
         if index == entry.written_index:
             return  # e.g. the close after an upload's mark_clean: same state, already on disk
         path = entry.path + ".json"
-        if state.get("dirty"):
-            # Unsent writes: a crash must find either the old journal or the new one, whole.
-            tmp = path + ".tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w") as f:  # 0600 from the first byte, not chmod'ed afterwards
-                f.write(index)
-            os.replace(tmp, path)
-        else:
-            # Clean: S3 has all of it, so a torn index only costs a refetch. Written in place:
-            # no new inode, which costs up to 1 ms of kernel CPU per file on some ext4 setups
-            # (a temp file per index was a third of a small file's create + read time).
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(index)
+        # Unsent writes go to a temp file renamed over the index: a crash finds either the old
+        # journal or the new one, whole. A clean index is written in place: S3 has all of it,
+        # so a torn one only costs a refetch, and it needs no new inode (up to 1 ms of kernel
+        # CPU per file on some ext4 setups; a temp file per index was a third of a small
+        # file's create + read time).
+        target = path + ".tmp" if state.get("dirty") else path
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:  # 0600 from the first byte, not chmod'ed afterwards
+            f.write(index)
+        if target != path:
+            os.replace(target, path)
         entry.written_index = index
 
     def _load_index(self) -> None:

@@ -134,10 +134,6 @@ def has_posix_meta(meta: dict[str, str]) -> bool:
     return any(k in meta for k in (MODE, UID, GID, MTIME, META + "permissions"))
 
 
-def posix_meta(mode: int, uid: int, gid: int, mtime: float) -> dict[str, str]:
-    return {MODE: str(mode), UID: str(uid), GID: str(gid), MTIME: format_time(mtime)}
-
-
 def default_mode(kind: str, defaults: "Defaults") -> int | None:
     """The st_mode an object of `kind` shows without x-amz-meta-mode (None for links: their
     mode is what marks them as links)."""
