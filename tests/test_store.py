@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -175,6 +177,48 @@ def test_multipart_roundtrip_with_parallel_parts(seaweed, workdir, prefix):
     assert st.read(key, dst) == (True, {"x-amz-meta-kind": "big"})
     assert _sha(src) == _sha(dst)
     assert st.client.list_multipart_uploads(BUCKET, prefix) == []
+
+
+def _resident_bytes(path):
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux fincore")
+def test_download_leaves_little_in_the_page_cache(seaweed, workdir, prefix):
+    """README claim: read() hands finished ranges to writeback and drops them from the page
+    cache (drop_download_cache, default true); false keeps the whole file cached."""
+    src = os.path.join(workdir, "big")
+    make_file(src, 96 * MiB, seed=9)
+    key = prefix + "big"
+    conn = seaweed.connection(multipart_threshold=8 * MiB, part_size=8 * MiB, max_concurrency=4)
+    st = s3.RemoteStore(conn)
+    assert st.write(src, key)
+    dropped = os.path.join(workdir, "dropped")
+    assert st.read(key, dropped)[0]
+    # The last 32 MiB (and ranges still being written back) may stay; the rest is gone.
+    assert _resident_bytes(dropped) <= 72 * MiB
+    assert _sha(src) == _sha(dropped)
+    kept = os.path.join(workdir, "kept")
+    assert s3.RemoteStore(seaweed.connection(part_size=8 * MiB, max_concurrency=4,
+                                             drop_download_cache=False)).read(key, kept)[0]
+    # Measured before the sha check of `kept`, which would read it all back into the cache.
+    assert _resident_bytes(kept) == 96 * MiB
+    assert _sha(src) == _sha(kept)
+    assert st.delete(key)
+
+
+def test_page_cache_dropper_advises_each_range_twice(monkeypatch):
+    from s3mount.store import transfer
+    calls = []
+    monkeypatch.setattr(transfer.os, "posix_fadvise", lambda fd, off, n, advice: calls.append(off))
+    d = transfer._PageCacheDropper(7)
+    for n in range(8):
+        d.done(n * 8 * MiB, 8 * MiB)
+    # Each range once when it lands; a second time (now written back: dropped) 32 MiB later.
+    assert calls.count(0) == 2 and calls.count(3 * 8 * MiB) == 2
+    assert calls.count(4 * 8 * MiB) == 1 and calls.count(7 * 8 * MiB) == 1
 
 
 def test_failed_part_aborts_the_upload(proxy, seaweed, workdir, prefix):

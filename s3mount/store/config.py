@@ -13,10 +13,8 @@ import re
 import stat
 from dataclasses import dataclass
 from typing import Any
+from typing import NamedTuple
 from urllib.parse import urlsplit
-
-import botocore.credentials
-import botocore.session
 
 from .errors import ConfigError
 
@@ -83,6 +81,25 @@ def _is_ip_or_local(host: str) -> bool:
         return False
 
 
+class FrozenCredentials(NamedTuple):
+    """What botocore's signer reads (the shape of botocore.credentials.ReadOnlyCredentials)."""
+    access_key: str
+    secret_key: str
+    token: str | None
+
+
+class StaticCredentials:
+    """Keys from the config: the part of botocore's Credentials interface the store uses."""
+
+    method = "config"
+
+    def __init__(self, access_key: str, secret_key: str, token: str | None):
+        self._frozen = FrozenCredentials(access_key, secret_key, token)
+
+    def get_frozen_credentials(self) -> FrozenCredentials:
+        return self._frozen
+
+
 class S3Connection:
     """Settings for talking to one S3 endpoint.
 
@@ -112,6 +129,7 @@ class S3Connection:
         "multipart_threshold": 16 * MiB,
         "part_size": 8 * MiB,
         "max_concurrency": 8,
+        "drop_download_cache": True,    # read(): do not leave the file in the page cache
     }
 
     def __init__(self, **kwargs: Any):
@@ -129,7 +147,7 @@ class S3Connection:
             raise ConfigError("give both access_key_id and secret_access_key, or neither "
                               "(then the AWS credential chain is used)")
 
-        self._session = botocore.session.Session(profile=self.profile)
+        self._botocore_session = None
         endpoint = (self.endpoint or os.environ.get("AWS_ENDPOINT_URL_S3")
                     or os.environ.get("AWS_ENDPOINT_URL"))
         region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -163,8 +181,18 @@ class S3Connection:
             v = getattr(self, key)
             if v is not None and not isinstance(v, str):
                 raise ConfigError(f"{key} must be a string, not {type(v).__name__}")
-        if not isinstance(self.tls, bool):
-            raise ConfigError(f"tls must be true or false, not {self.tls!r}")
+        for key in ("tls", "drop_download_cache"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key} must be true or false, not {getattr(self, key)!r}")
+
+    @property
+    def _session(self):
+        # botocore.session (and the credential chain) cost ~50 ms of imports; a config with
+        # static keys and a known region never needs them (bench/TRANSFER.md, start-up).
+        if self._botocore_session is None:
+            import botocore.session
+            self._botocore_session = botocore.session.Session(profile=self.profile)
+        return self._botocore_session
 
     def _session_region(self) -> str | None:
         try:
@@ -174,8 +202,8 @@ class S3Connection:
 
     def _resolve_credentials(self):
         if self.access_key_id is not None:
-            return botocore.credentials.Credentials(self.access_key_id, self.secret_access_key,
-                                                    self.session_token)
+            return StaticCredentials(self.access_key_id, self.secret_access_key,
+                                     self.session_token)
         try:
             creds = self._session.get_credentials()
         except Exception as e:  # ProfileNotFound, bad SSO cache, ...: say which chain step failed
