@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import subprocess
 import threading
 import time
 
@@ -296,3 +298,36 @@ def test_many_callbacks_keep_threads_and_memory_bounded(mount):
     assert not errors
     assert after["Threads"] <= before["Threads"] + 10
     assert after["VmRSS"] - before["VmRSS"] < 32 * 1024  # KiB
+
+
+def _cache_file_resident(m: Mount, size: int) -> int:
+    out = subprocess.run(["find", m.cache, "-type", "f", "-size", f"{size // 1024}k"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert len(out) == 1, out
+    res = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", out[0]],
+                         capture_output=True, text=True, check=True).stdout
+    return int(res.split()[0])
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux fincore")
+def test_streamed_cache_file_pages_are_recycled(mount, store, prefix):
+    """SEMANTICS claim 9: uploaded parts of a sequentially written file, and what a sequential
+    reader has passed, leave the cache file's page cache (the data stays in the file)."""
+    size = 96 * 1024 * 1024
+    block = os.urandom(1024 * 1024)
+    with open(mount.path("big"), "wb") as f:
+        for _ in range(size // len(block)):
+            f.write(block)
+    assert _cache_file_resident(mount, size) <= 72 * 1024 * 1024
+    mount.restart()  # an empty cache: every byte is fetched again
+    with open(mount.path("big"), "rb") as f:
+        n = 0
+        while chunk := f.read(1024 * 1024):
+            assert chunk == block
+            n += len(chunk)
+    assert n == size
+    assert _cache_file_resident(mount, size) <= 72 * 1024 * 1024
+    os.system("echo 3 > /proc/sys/vm/drop_caches 2>/dev/null")  # read back from the file itself
+    with open(mount.path("big"), "rb") as f:
+        f.seek(5 * 1024 * 1024)
+        assert f.read(1024 * 1024) == block

@@ -209,14 +209,14 @@ def test_download_leaves_little_in_the_page_cache(seaweed, workdir, prefix):
     assert st.delete(key)
 
 
-def test_page_cache_dropper_advises_each_range_twice(monkeypatch):
-    from s3mount.store import transfer
+def test_page_recycler_advises_each_range_twice(monkeypatch):
+    from s3mount import pagecache
     calls = []
-    monkeypatch.setattr(transfer.os, "posix_fadvise", lambda fd, off, n, advice: calls.append(off))
-    d = transfer._PageCacheDropper(7)
+    monkeypatch.setattr(pagecache, "_fadvise", lambda fd, off, n, advice: calls.append(off))
+    r = pagecache.PageRecycler(lag=32 * MiB)
     for n in range(8):
-        d.done(n * 8 * MiB, 8 * MiB)
-    # Each range once when it lands; a second time (now written back: dropped) 32 MiB later.
+        r.done(7, n * 8 * MiB, 8 * MiB)
+    # Each range once when it is done; a second time (now written back: dropped) 32 MiB later.
     assert calls.count(0) == 2 and calls.count(3 * 8 * MiB) == 2
     assert calls.count(4 * 8 * MiB) == 1 and calls.count(7 * 8 * MiB) == 1
 

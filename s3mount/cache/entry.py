@@ -9,8 +9,12 @@ import threading
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Callable
 
+from ..pagecache import PageRecycler
+
 if TYPE_CHECKING:
     from .datacache import DataCache
+
+RECYCLE_BEHIND = 16 * 1024 * 1024  # kernel readahead arrives a little out of order
 
 Fetch = Callable[[int, int], None]  # fetch(offset, length): put remote bytes at offset in the file
 
@@ -51,6 +55,10 @@ class CacheEntry:
         self.window = 0             # readahead bytes
         self.random_misses = 0      # non-sequential reads that had to fetch
         self.fill_next = -1         # next block a background fill claims; -1: no fill running
+        # A sequential reader's blocks live on in the kernel's page cache of the mounted file;
+        # this file's copy of them is recycled once the reader is RECYCLE_BEHIND past them.
+        self.recycler = PageRecycler()
+        self.recycled_to = 0        # bytes before this were handed to the recycler
 
     @property
     def is_dirty(self) -> bool:
@@ -155,10 +163,12 @@ class CacheEntry:
             # The kernel's own readahead (1 MiB windows) makes any read look sequential for a
             # while; only a longer run of consecutive reads is a sequential reader.
             # Concurrent kernel requests arrive slightly out of order: "near the last end" counts.
-            if self.seq_end >= 0 and abs(offset - self.seq_end) <= self.cache.max_run_blocks * self.bs:
+            run_bytes = self.cache.max_run_blocks * self.bs
+            if self.seq_end >= 0 and abs(offset - self.seq_end) <= run_bytes:
                 self.seq_bytes += end - offset
             else:
                 self.seq_bytes, self.window = end - offset, 0
+                self.recycled_to = offset // run_bytes * run_bytes
             if self.seq_bytes > self.cache.sequential_after:
                 self.window = min(max(self.window * 2, 2 * self.bs), self.cache.max_readahead)
             self.seq_end = max(self.seq_end, end) if self.window else end
@@ -166,6 +176,8 @@ class CacheEntry:
             blocks = range(offset // self.bs, (end - 1) // self.bs + 1)
             cached = not ahead and all(b in self.present for b in blocks)
             start_fill = not cached and not ahead and pool is not None and self._random_miss()
+            if ahead:
+                self._recycle_behind(end, run_bytes)
         if cached:  # the common case of a warm cache: no claims, no waits, one LRU touch
             self.cache.count_blocks(len(blocks), 0)
             self.cache.touch(self, blocks)
@@ -175,6 +187,20 @@ class CacheEntry:
             for _ in range(self.cache.fill_streams):
                 pool.submit(self._fill_chain, fetch)
         return os.pread(self.fd, end - offset, offset)
+
+    def _recycle_behind(self, end: int, run_bytes: int) -> None:
+        """Hand whole runs the sequential reader left RECYCLE_BEHIND behind to the recycler
+        (under self.lock, so the fd is open)."""
+        upto = (end - RECYCLE_BEHIND) // run_bytes * run_bytes
+        if upto > self.recycled_to and self.fd >= 0:
+            self.recycler.done(self.fd, self.recycled_to, upto - self.recycled_to)
+            self.recycled_to = upto
+
+    def recycle(self, start: int, end: int) -> None:
+        """Bytes [start, end) are safely elsewhere (uploaded) and not needed in RAM soon."""
+        with self.lock:
+            if self.fd >= 0:
+                self.recycler.done(self.fd, start, end - start)
 
     # -- filling the whole object behind a dense random reader -----------------------------------
     def _random_miss(self) -> bool:

@@ -95,6 +95,8 @@ class UploadSession:
             unchanged = [b for b, g in gens.items() if entry.gen.get(b, 0) == g]
             clean = len(unchanged) == len(gens)
         entry.mark_uploaded(unchanged)
+        if clean:
+            entry.recycle(start, end)
         with self.lock:
             if clean:
                 self.done[number] = (etag, end - start)

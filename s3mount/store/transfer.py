@@ -13,6 +13,7 @@ import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Mapping
 
+from ..pagecache import PageRecycler
 from .client import ObjectInfo, S3Client
 from .config import MiB, S3Connection
 from .errors import IntegrityError
@@ -41,40 +42,6 @@ def plain_md5_etag(info: ObjectInfo) -> str | None:
     if "x-amz-server-side-encryption-customer-algorithm" in info.headers:
         return None
     return etag.lower()
-
-
-class _PageCacheDropper:
-    """Hands each finished range of a download to writeback, and drops it from the page cache
-    once written, so a big download reuses a few dozen MiB of page cache instead of taking
-    fresh pages for every byte (and evicting everyone else's cache), as `dd oflag=nocache` does.
-
-    Why: writing into fresh page cache is the most expensive part of a download (the copy into
-    newly allocated folios; on VMs that return freed memory to the host it is 2-3 CPU-s per
-    GiB). Recycling pages measured 312 -> 2,545 MiB/s for 1 GiB of 256 KiB pwrites here
-    (bench/TRANSFER.md). POSIX_FADV_DONTNEED starts writeback of dirty pages and drops clean
-    ones, so a range is advised twice: when it lands, and again `LAG` bytes later."""
-
-    LAG = 32 * MiB
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.pending: list[tuple[int, int]] = []  # landed, writeback started, not yet dropped
-        self.pending_bytes = 0
-
-    def done(self, offset: int, length: int) -> None:
-        if not hasattr(os, "posix_fadvise"):
-            return
-        try:
-            os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
-            self.pending.append((offset, length))
-            self.pending_bytes += length
-            while self.pending and self.pending_bytes - self.pending[0][1] >= self.LAG:
-                off, n = self.pending.pop(0)
-                self.pending_bytes -= n
-                os.posix_fadvise(self.fd, off, n, os.POSIX_FADV_DONTNEED)
-        except OSError as e:  # advice only: a filesystem that refuses it still gets the data
-            log.debug("posix_fadvise on a download failed: %s", e)
-            self.pending.clear()
 
 
 class Transfer:
@@ -183,7 +150,8 @@ class Transfer:
         futures = [self._pool.submit(self.client.get_into_file, bucket, key, fd, off, length,
                                      if_match=info.etag) for off, length in ranges]
         md5 = hashlib.md5() if want_md5 else None
-        dropper = _PageCacheDropper(fd) if self.conn.drop_download_cache else None
+        # Ranges land in order here (results are taken in order): recycle their page cache.
+        recycler = PageRecycler() if self.conn.drop_download_cache else None
         try:
             # Hash each range as soon as it lands, in order, while later ranges still download.
             for (off, length), f in zip(ranges, futures):
@@ -194,8 +162,8 @@ class Transfer:
                         chunk = os.pread(fd, min(4 * MiB, off + length - pos), pos)
                         md5.update(chunk)
                         pos += len(chunk)
-                if dropper is not None:
-                    dropper.done(off, length)
+                if recycler is not None:
+                    recycler.done(fd, off, length)
         except BaseException:
             for f in futures:
                 f.cancel()
