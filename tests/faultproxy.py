@@ -16,7 +16,9 @@ import time
 from typing import Callable
 
 # An action is a tuple: ("forward",), ("status", code, s3_code), ("reset",), ("reset_mid_body",),
-# ("stall", seconds), ("truncate",), ("corrupt",)
+# ("stall", seconds), ("truncate",), ("corrupt",), ("corrupt_request",): flip the request body's
+# first byte on the way in; ("no_checksum_echo",): drop x-amz-checksum-* from the answer, as a
+# server that ignores checksum headers would
 Action = tuple
 Rule = Callable[[str, str, dict], Action | None]
 
@@ -65,12 +67,16 @@ class _Handler(socketserver.BaseRequestHandler):
                 upstream.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
                 for k, v in headers:
                     upstream.putheader(k, v)
+                if kind == "corrupt_request" and body:
+                    body = bytes([body[0] ^ 0xFF]) + body[1:]
                 upstream.endheaders(body if body else None)
                 resp = upstream.getresponse()
                 data = resp.read()
                 out = [f"HTTP/1.1 {resp.status} {resp.reason}\r\n"]
                 for k, v in resp.getheaders():
                     if k.lower() in ("transfer-encoding", "connection", "content-length"):
+                        continue
+                    if kind == "no_checksum_echo" and k.lower().startswith("x-amz-checksum"):
                         continue
                     out.append(f"{k}: {v}\r\n")
                 length = len(data) if method != "HEAD" else int(resp.getheader("content-length") or 0)

@@ -497,3 +497,77 @@ def test_list_all_reads_ahead_and_keeps_order(client, prefix):
     assert xml.peek_next_token(b"<IsTruncated>false</IsTruncated>") is None
     assert xml.peek_next_token(b"<IsTruncated>true</IsTruncated><NextContinuationToken>a&amp;b"
                                b"</NextContinuationToken>") == "a&b"
+
+
+def _checksum_headers(proxy, method="PUT"):
+    return [(t, {k: v for k, v in h.items() if k in ("content-md5", "x-amz-checksum-crc32",
+                                                    "x-amz-checksum-algorithm")})
+            for m, t, h in proxy.requests if m == method]
+
+
+def test_uploads_carry_crc32_that_the_server_checks(proxy, seaweed, workdir, prefix):
+    """README: uploads carry x-amz-checksum-crc32 (upload_checksum: auto); a body damaged on
+    the way is refused by the server (BadDigest) and sent again."""
+    conn = seaweed.connection(endpoint=proxy.endpoint, multipart_threshold=8 * MiB,
+                              part_size=5 * MiB, max_concurrency=2, retry_base_delay=0.01)
+    st = s3.RemoteStore(conn)
+    src = os.path.join(workdir, "big")
+    make_file(src, 12 * MiB, seed=21)
+    damaged = []
+
+    def rule(m, t, h):
+        if m == "PUT" and ("partNumber=2" in t or t.endswith("small")) and len(damaged) < 2 \
+                and not any(d == t for d in damaged):
+            damaged.append(t)
+            return ("corrupt_request",)
+        return None
+    proxy.rule = rule
+    assert st.write(src, prefix + "big")
+    small = put_text(workdir, "small", "hello crc")
+    assert st.write(small, prefix + "small")
+    proxy.rule = None
+    assert proxy.injected["corrupt_request"] == 2
+    sent = _checksum_headers(proxy)
+    assert sent and all("x-amz-checksum-crc32" in h and "content-md5" not in h for _, h in sent)
+    posts = [h for t, h in _checksum_headers(proxy, "POST") if t.endswith("uploads")]
+    assert posts == [{"x-amz-checksum-algorithm": "CRC32"}]
+    assert st.client.checksum.mode == "crc32"  # auto, confirmed by the server's echo
+    back = os.path.join(workdir, "back")
+    assert st.read(prefix + "big", back)[0] and _sha(back) == _sha(src)
+    assert st.read(prefix + "small", back)[0] and open(back).read() == "hello crc"
+    head = st.client.t.request("HEAD", BUCKET, prefix + "big", operation="HeadObject",
+                               headers={"x-amz-checksum-mode": "ENABLED"})
+    assert head.headers["x-amz-checksum-crc32"].endswith("-3")  # composite of 3 parts
+
+
+def test_server_that_ignores_crc32_gets_content_md5(proxy, seaweed, workdir, prefix):
+    """upload_checksum: auto falls back to Content-MD5 for good when an answer does not echo
+    the CRC32 (a server that ignores checksum headers); the first upload is checked by ETag."""
+    proxy.rule = lambda m, t, h: ("no_checksum_echo",)
+    conn = seaweed.connection(endpoint=proxy.endpoint, multipart_threshold=8 * MiB,
+                              part_size=5 * MiB, max_concurrency=1)
+    st = s3.RemoteStore(conn)
+    small = put_text(workdir, "small", "first")
+    assert st.write(small, prefix + "a")
+    assert st.client.checksum.mode == "md5"
+    src = os.path.join(workdir, "big")
+    make_file(src, 12 * MiB, seed=22)
+    assert st.write(src, prefix + "big")
+    sent = _checksum_headers(proxy)
+    assert "x-amz-checksum-crc32" in sent[0][1]
+    assert all(list(h) == ["content-md5"] for _, h in sent[1:])
+    back = os.path.join(workdir, "back")
+    assert st.read(prefix + "big", back)[0] and _sha(back) == _sha(src)
+
+
+def test_upload_checksum_md5_sends_content_md5_only(proxy, seaweed, workdir, prefix):
+    conn = seaweed.connection(endpoint=proxy.endpoint, multipart_threshold=8 * MiB,
+                              part_size=5 * MiB, upload_checksum="md5")
+    st = s3.RemoteStore(conn)
+    src = os.path.join(workdir, "big")
+    make_file(src, 11 * MiB, seed=23)
+    assert st.write(src, prefix + "big")
+    assert all(list(h) == ["content-md5"] for _, h in _checksum_headers(proxy))
+    assert [h for t, h in _checksum_headers(proxy, "POST") if t.endswith("uploads")] == [{}]
+    with pytest.raises(s3.ConfigError, match="upload_checksum"):
+        seaweed.connection(upload_checksum="sha1")

@@ -130,6 +130,7 @@ class S3Connection:
         "part_size": 8 * MiB,
         "max_concurrency": 8,
         "drop_download_cache": True,    # read(): do not leave the file in the page cache
+        "upload_checksum": "auto",      # auto | crc32 | md5 (store/client.py UploadChecksum)
     }
 
     def __init__(self, **kwargs: Any):
@@ -141,6 +142,8 @@ class S3Connection:
         for k, v in values.items():
             setattr(self, k, v)
         self._check_types()
+        if self.upload_checksum not in ("auto", "crc32", "md5"):
+            raise ConfigError(f"upload_checksum must be auto, crc32 or md5, not {self.upload_checksum!r}")
         if self.addressing_style not in ("auto", "path", "virtual"):
             raise ConfigError(f"addressing_style must be auto, path or virtual, not {self.addressing_style!r}")
         if (self.access_key_id is None) != (self.secret_access_key is None):

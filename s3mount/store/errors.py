@@ -99,8 +99,10 @@ class IntegrityError(RemoteStoreError):
 
 
 # S3 error codes that mean "try again" whatever their status says.
+# BadDigest: the body's checksum did not match, i.e. it was damaged on the way; the local
+# bytes are intact, so sending them again is the cure.
 _RETRYABLE_CODES = frozenset({"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable",
-                              "RequestTimeTooSkewed", "OperationAborted"})
+                              "RequestTimeTooSkewed", "OperationAborted", "BadDigest"})
 
 _BY_CODE: dict[str, type[S3Error]] = {
     "NoSuchKey": NotFoundError,

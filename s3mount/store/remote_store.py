@@ -45,7 +45,7 @@ class RemoteStore:
     def __init__(self, connection: S3Connection, *, transport: Transport | None = None):
         self.connection = connection
         self.transport = transport or Transport(connection)
-        self.client = S3Client(self.transport)
+        self.client = S3Client(self.transport, connection.upload_checksum)
         self.transfer = Transfer(self.client, connection)
         self._known_buckets: set[str] = set()
 

@@ -63,12 +63,12 @@ class Stats:
 
 
 class _Signer(S3SigV4Auth):
-    """SigV4 for S3. A body with a Content-MD5 (which S3 verifies, and the signature covers) is
+    """SigV4 for S3. A body with a Content-MD5 or CRC32 (which S3 verifies, and the signature covers) is
     sent as UNSIGNED-PAYLOAD over http too, as botocore does over https: hashing every byte with
     SHA-256 as well costs more CPU than the transfer itself."""
 
     def _should_sha256_sign_payload(self, request):
-        if "Content-MD5" in request.headers:
+        if "Content-MD5" in request.headers or "x-amz-checksum-crc32" in request.headers:
             return False
         return super()._should_sha256_sign_payload(request)
 

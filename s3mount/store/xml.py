@@ -111,6 +111,11 @@ def parse_initiate_multipart(body: bytes) -> str:
     return upload_id
 
 
+def parse_copy_part_crc32(body: bytes) -> str | None:
+    """The ChecksumCRC32 of a CopyPartResult (S3 computes one when the upload has CRC32)."""
+    return _text(parse(body), "ChecksumCRC32")
+
+
 def parse_etag_result(body: bytes) -> str:
     """ETag of a CopyObjectResult, CopyPartResult or CompleteMultipartUploadResult."""
     return (_text(parse(body), "ETag", "") or "").strip('"')
@@ -127,9 +132,14 @@ def is_error_document(body: bytes) -> bool:
         return False
 
 
-def complete_multipart_body(parts: list[tuple[int, str]]) -> bytes:
-    items = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>\"{escape(e)}\"</ETag></Part>"
-                    for n, e in sorted(parts))
+def complete_multipart_body(parts: list[tuple[int, str, str | None]]) -> bytes:
+    """(part_number, etag, crc32) per part. Part checksums go in only when every part has one:
+    S3 wants all of them for an upload created with a checksum algorithm, and a server that
+    ignored the algorithm never sees the element."""
+    with_crc = all(crc for _, _, crc in parts)
+    items = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>\"{escape(e)}\"</ETag>"
+                    + (f"<ChecksumCRC32>{escape(crc)}</ChecksumCRC32>" if with_crc else "")
+                    + "</Part>" for n, e, crc in sorted(parts))
     return f"<CompleteMultipartUpload>{items}</CompleteMultipartUpload>".encode()
 
 
