@@ -89,8 +89,8 @@ class UploadChecksum:
     """Which checksum uploads carry, per connection (`upload_checksum`).
 
     CRC32 (x-amz-checksum-crc32) costs a fifth of MD5's CPU (bench/TRANSFER.md: 1 GiB upload
-    113 -> 142 MiB/s here, as the server gets the CPU back), and AWS, SeaweedFS, MinIO and
-    Ceph verify it. A server that does not know the header ignores it, so it is trusted only
+    113 -> 142 MiB/s here, as the server gets the CPU back); AWS specifies it and SeaweedFS
+    verifies it (tests). A server that does not know the header ignores it, so it is trusted only
     once a response echoes it: "auto" (the default) starts with CRC32 and, at the first upload
     whose answer has no x-amz-checksum-crc32, checks that upload by its ETag and goes back to
     Content-MD5 for good. "md5" and "crc32" fix the choice."""
