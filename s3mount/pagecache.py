@@ -5,7 +5,7 @@ Why: writing into fresh page cache is the most expensive part of moving a big fi
 copy into newly allocated folios; on VMs that hand freed memory back to the host it is 2-3 CPU-s
 per GiB). Dropping ranges once written back lets the next writes reuse the same few dozen MiB
 of pages: 1 GiB of 256 KiB pwrites measured 312 -> 2,545 MiB/s on the project VM
-(bench/TRANSFER.md). It also keeps a big transfer from evicting everyone else's cache, as
+(bench/TRANSFER.md, bench/pagecache_write.py). It also keeps a big transfer from evicting everyone else's cache, as
 `dd oflag=nocache` does. A dropped range is still on disk; only its RAM copy goes.
 
 POSIX_FADV_DONTNEED starts writeback of dirty pages and drops the clean ones, so each range is
