@@ -482,6 +482,9 @@ def main() -> None:
             log("SeaweedFS stopped" if r.returncode == 0 else f"s3server stop: {r.stderr.strip()}")
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+        else:  # keep logs and configs; the GiBs of test file and server volumes go
+            shutil.rmtree(data_dir, ignore_errors=True)
+            shutil.rmtree(os.path.join(sdir, "data"), ignore_errors=True)
 
 
 if __name__ == "__main__":
