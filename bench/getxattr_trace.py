@@ -3,7 +3,7 @@
 Needs a server (../shared/bench/s3server start ... --bucket bench1; eval its `env`) and the
 s3mount command; mounts at /tmp/m1 with cache /tmp/c1.  Usage: python bench/getxattr_trace.py
 """
-import os, time, subprocess, sys
+import os, time, subprocess
 mnt="/tmp/m1"; d=mnt+"/xa"
 def mount():
     subprocess.run(["s3mount","bench1",mnt,"--endpoint",os.environ["S3_ENDPOINT"],"--cache-dir","/tmp/c1","-o","logfile=/tmp/m1.log"],check=True); time.sleep(1)
