@@ -188,13 +188,13 @@ def _encode_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
-def _etag_result(body: bytes) -> str:
-    """ETag of a Copy/Complete result; S3 may answer 200 and still fail (an <Error> body),
-    which it says to retry."""
+def _etag_result(body: bytes, parse=xml.parse_etag_result):
+    """ETag of a Copy/Complete result (or what `parse` reads of it); S3 may answer 200 and
+    still fail (an <Error> body), which it says to retry."""
     if xml.is_error_document(body):
         code, message, rid = xml.parse_error(body)
         raise ServerError(message or "request failed", code=code, request_id=rid, status=200)
-    return xml.parse_etag_result(body)
+    return parse(body)
 
 
 def _in_background(fn, *args) -> Future:
@@ -410,8 +410,7 @@ class S3Client:
         def attempt() -> PartTag:
             resp = self.t.send("PUT", bucket, key, operation="UploadPartCopy", headers=hdrs,
                                params=params)
-            etag = _etag_result(resp.content)
-            return PartTag(etag, xml.parse_copy_part_crc32(resp.content))
+            return PartTag(*_etag_result(resp.content, xml.parse_copy_part_result))
         return self.t.call("UploadPartCopy", bucket, key, attempt)
 
     def complete_multipart(self, bucket: str, key: str, upload_id: str,

@@ -12,8 +12,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from typing import Any
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -142,10 +141,11 @@ class S3Connection:
         for k, v in values.items():
             setattr(self, k, v)
         self._check_types()
-        if self.upload_checksum not in ("auto", "crc32", "md5"):
-            raise ConfigError(f"upload_checksum must be auto, crc32 or md5, not {self.upload_checksum!r}")
-        if self.addressing_style not in ("auto", "path", "virtual"):
-            raise ConfigError(f"addressing_style must be auto, path or virtual, not {self.addressing_style!r}")
+        for key, allowed in (("addressing_style", ("auto", "path", "virtual")),
+                             ("upload_checksum", ("auto", "crc32", "md5"))):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key} must be {', '.join(allowed[:-1])} or {allowed[-1]}, "
+                                  f"not {getattr(self, key)!r}")
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise ConfigError("give both access_key_id and secret_access_key, or neither "
                               "(then the AWS credential chain is used)")

@@ -111,9 +111,11 @@ def parse_initiate_multipart(body: bytes) -> str:
     return upload_id
 
 
-def parse_copy_part_crc32(body: bytes) -> str | None:
-    """The ChecksumCRC32 of a CopyPartResult (S3 computes one when the upload has CRC32)."""
-    return _text(parse(body), "ChecksumCRC32")
+def parse_copy_part_result(body: bytes) -> tuple[str, str | None]:
+    """ETag and ChecksumCRC32 of a CopyPartResult (S3 computes the CRC32 when the upload has
+    that algorithm)."""
+    root = parse(body)
+    return (_text(root, "ETag", "") or "").strip('"'), _text(root, "ChecksumCRC32")
 
 
 def parse_etag_result(body: bytes) -> str:
