@@ -160,3 +160,10 @@ def mount(seaweed, prefix):
     m.start()
     yield m
     m.cleanup()
+
+
+def resident_bytes(path: str) -> int:
+    """How much of `path` is in the page cache (util-linux fincore)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])

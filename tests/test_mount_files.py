@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BUCKET, make_file
+from conftest import BUCKET, make_file, resident_bytes
 from mountutil import Mount
 
 
@@ -304,9 +304,7 @@ def _cache_file_resident(m: Mount, size: int) -> int:
     out = subprocess.run(["find", m.cache, "-type", "f", "-size", f"{size // 1024}k"],
                          capture_output=True, text=True, check=True).stdout.split()
     assert len(out) == 1, out
-    res = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", out[0]],
-                         capture_output=True, text=True, check=True).stdout
-    return int(res.split()[0])
+    return resident_bytes(out[0])
 
 
 @pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux fincore")

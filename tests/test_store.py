@@ -6,13 +6,13 @@ import hashlib
 import logging
 import os
 import shutil
-import subprocess
 import time
 
 import pytest
 
 import s3mount as s3
-from conftest import ACCESS_KEY, BUCKET, OTHER_BUCKET, SECRET_KEY, free_port, make_file
+from conftest import (ACCESS_KEY, BUCKET, OTHER_BUCKET, SECRET_KEY, free_port, make_file,
+                      resident_bytes)
 from s3mount.store import AccessDeniedError, NoSuchBucketError, TransportError
 from s3mount.store.config import MiB
 
@@ -179,12 +179,6 @@ def test_multipart_roundtrip_with_parallel_parts(seaweed, workdir, prefix):
     assert st.client.list_multipart_uploads(BUCKET, prefix) == []
 
 
-def _resident_bytes(path):
-    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path],
-                         capture_output=True, text=True, check=True).stdout
-    return int(out.split()[0])
-
-
 @pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux fincore")
 def test_download_leaves_little_in_the_page_cache(seaweed, workdir, prefix):
     """README claim: read() hands finished ranges to writeback and drops them from the page
@@ -198,13 +192,13 @@ def test_download_leaves_little_in_the_page_cache(seaweed, workdir, prefix):
     dropped = os.path.join(workdir, "dropped")
     assert st.read(key, dropped)[0]
     # The last 32 MiB (and ranges still being written back) may stay; the rest is gone.
-    assert _resident_bytes(dropped) <= 72 * MiB
+    assert resident_bytes(dropped) <= 72 * MiB
     assert _sha(src) == _sha(dropped)
     kept = os.path.join(workdir, "kept")
     assert s3.RemoteStore(seaweed.connection(part_size=8 * MiB, max_concurrency=4,
                                              drop_download_cache=False)).read(key, kept)[0]
     # Measured before the sha check of `kept`, which would read it all back into the cache.
-    assert _resident_bytes(kept) == 96 * MiB
+    assert resident_bytes(kept) == 96 * MiB
     assert _sha(src) == _sha(kept)
     assert st.delete(key)
 

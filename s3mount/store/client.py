@@ -414,9 +414,8 @@ class S3Client:
         return self.t.call("UploadPartCopy", bucket, key, attempt)
 
     def complete_multipart(self, bucket: str, key: str, upload_id: str,
-                           parts: list[tuple[int, PartTag | str]]) -> str:
-        body = xml.complete_multipart_body(
-            [(n, t, None) if isinstance(t, str) else (n, t.etag, t.crc32) for n, t in parts])
+                           parts: list[tuple[int, PartTag]]) -> str:
+        body = xml.complete_multipart_body([(n, t.etag, t.crc32) for n, t in parts])
         hdrs: dict[str, str] = {"content-type": "application/xml",
                                 "Content-MD5": content_md5(body)}
 

@@ -115,12 +115,16 @@ def parse_copy_part_result(body: bytes) -> tuple[str, str | None]:
     """ETag and ChecksumCRC32 of a CopyPartResult (S3 computes the CRC32 when the upload has
     that algorithm)."""
     root = parse(body)
-    return (_text(root, "ETag", "") or "").strip('"'), _text(root, "ChecksumCRC32")
+    return _etag(root), _text(root, "ChecksumCRC32")
 
 
 def parse_etag_result(body: bytes) -> str:
     """ETag of a CopyObjectResult, CopyPartResult or CompleteMultipartUploadResult."""
-    return (_text(parse(body), "ETag", "") or "").strip('"')
+    return _etag(parse(body))
+
+
+def _etag(root: ET.Element) -> str:
+    return (_text(root, "ETag", "") or "").strip('"')
 
 
 def is_error_document(body: bytes) -> bool:
