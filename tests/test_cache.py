@@ -119,6 +119,23 @@ def test_clean_blocks_survive_remount_and_are_dropped_when_changed(proxy, store,
         m.cleanup()
 
 
+def test_small_clean_objects_keep_no_index(seaweed, store, prefix, workdir):
+    store.client.put(BUCKET, prefix + "small", b"s" * 4096)
+    store.client.put(BUCKET, prefix + "large", b"L" * (2 * MiB))
+    m = Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"), workdir=os.path.join(workdir, "m"))
+    try:
+        m.start()
+        assert open(m.path("small"), "rb").read() == b"s" * 4096
+        assert open(m.path("large"), "rb").read() == b"L" * (2 * MiB)
+        m.stop()  # flushes the queued indexes
+        data = os.path.join(m.cache, "data")
+        indexes = [n for n in os.listdir(data) if n.endswith(".json")]
+        sizes = sorted(os.stat(os.path.join(data, n[:-5])).st_size for n in indexes)
+        assert sizes == [2 * MiB]  # the large object's index only
+    finally:
+        m.cleanup()
+
+
 def test_small_change_in_large_object_reuploads_only_that_part(proxy, store, prefix, workdir):
     src = os.path.join(workdir, "large")
     data = bytearray(make_file(src, 40 * MiB, seed=24))

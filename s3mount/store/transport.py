@@ -21,7 +21,7 @@ import botocore.auth
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
-from . import xml
+from . import wire, xml
 from .config import S3Connection
 from .errors import (NotFoundError, PreconditionFailedError, RemoteStoreError, TransportError,
                      error_from_response)
@@ -203,6 +203,7 @@ class Transport:
         if pool is None or pool.pool is None:
             probe = requests.Request("GET", f"{scheme}://{host}/").prepare()
             pool = self._adapter.get_connection_with_tls_context(probe, self.session.verify)
+            pool.ConnectionCls = wire.HTTPSConnection if scheme == "https" else wire.HTTPConnection
             self._pools[(scheme, host)] = pool
         return pool
 
