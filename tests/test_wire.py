@@ -132,3 +132,40 @@ def test_store_connections_use_the_fast_parser(client, prefix):
     assert info.size == 10 and info.metadata["x-amz-meta-colour"] == "blue"
     pool = next(iter(client.t._pools.values()))
     assert pool.ConnectionCls in (wire.HTTPConnection, wire.HTTPSConnection)
+
+
+@pytest.mark.parametrize("method,url,headers,body", [
+    ("HEAD", "http://127.0.0.1:9000/b/k%20ey", {}, b""),
+    ("GET", "http://127.0.0.1:9000/b/k?list-type=2&prefix=a%2Fb", {"range": "bytes=0-9"}, b""),
+    ("PUT", "http://127.0.0.1:9000/b/k", {"x-amz-meta-Colour": "blue", "Content-Type": "text/plain"},
+     b"body"),
+    ("PUT", "https://s3.example.com/b/k?partNumber=2&uploadId=x", {"Content-MD5": "abc=="}, b"body"),
+    ("POST", "http://127.0.0.1:9000/b?delete", {"x-amz-checksum-crc32": "AAAA"}, b"<Delete/>"),
+])
+def test_signing_matches_botocores_own_request(monkeypatch, method, url, headers, body):
+    """The light request botocore signs here gets the very headers its AWSRequest would."""
+    import datetime
+
+    import botocore.auth
+    import botocore.credentials
+    from botocore.awsrequest import AWSRequest
+
+    from s3mount.store import signing
+
+    class Reference(botocore.auth.S3SigV4Auth):  # botocore's, with our payload rule only
+        def _should_sha256_sign_payload(self, request):
+            if "Content-MD5" in request.headers or "x-amz-checksum-crc32" in request.headers:
+                return False
+            return super()._should_sha256_sign_payload(request)
+
+    fixed = datetime.datetime(2026, 12, 2, 12, 0, 0)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: fixed)
+    for token in (None, "session-token"):
+        creds = botocore.credentials.Credentials("AK", "SK", token).get_frozen_credentials()
+        host = url.split("/")[2]
+        hdrs = {**headers, "host": signing.signed_host(url.split(":")[0], host)}
+        ours = signing.sign(creds, "eu-west-1", method, url, hdrs, body)
+        ref = AWSRequest(method=method, url=url, data=body, headers=hdrs)
+        Reference(creds, "s3", "eu-west-1").add_auth(ref)
+        assert ours == dict(ref.headers.items())
+        assert ours["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AK/20261202/eu-west-1/s3/")

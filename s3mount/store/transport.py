@@ -6,7 +6,6 @@ failure logging happen in exactly one place.
 
 from __future__ import annotations
 
-import functools
 import http.client
 import logging
 import random
@@ -17,11 +16,8 @@ from urllib.parse import quote
 
 import requests
 import urllib3.exceptions
-import botocore.auth
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
 
-from . import wire, xml
+from . import signing, wire, xml
 from .config import S3Connection
 from .errors import (NotFoundError, PreconditionFailedError, RemoteStoreError, TransportError,
                      error_from_response)
@@ -60,32 +56,6 @@ class Stats:
             return {"requests": dict(self.requests), "errors": dict(self.errors),
                     "retries": self.retries, "bytes_up": self.bytes_up,
                     "bytes_down": self.bytes_down}
-
-
-class _Signer(S3SigV4Auth):
-    """SigV4 for S3. A body with a Content-MD5 or CRC32 (which S3 verifies, and the signature covers) is
-    sent as UNSIGNED-PAYLOAD over http too, as botocore does over https: hashing every byte with
-    SHA-256 as well costs more CPU than the transfer itself."""
-
-    def _should_sha256_sign_payload(self, request):
-        if "Content-MD5" in request.headers or "x-amz-checksum-crc32" in request.headers:
-            return False
-        return super()._should_sha256_sign_payload(request)
-
-    def headers_to_sign(self, request):
-        # botocore computes this twice per signature (canonical request, Authorization header);
-        # the request does not change in between.
-        cached = request.context.get("s3mount_headers_to_sign")
-        if cached is None:
-            cached = request.context["s3mount_headers_to_sign"] = super().headers_to_sign(request)
-        return cached
-
-
-@functools.lru_cache(maxsize=64)
-def _signed_host(scheme: str, host: str) -> str:
-    """The Host header botocore signs for this URL (default ports dropped), worked out once
-    per host instead of by two URL parses per request."""
-    return botocore.auth._host_from_url(f"{scheme}://{host}/")
 
 
 class Response:
@@ -219,12 +189,10 @@ class Transport:
         data = bytes(body) if isinstance(body, memoryview) else body
         scheme, rest = url.split("://", 1)
         host, _, path = rest.partition("/")
-        aws_req = AWSRequest(method=method, url=url, data=data,
-                             headers={**(headers or {}), "host": _signed_host(scheme, host)})
+        hdrs = {**(headers or {}), "host": signing.signed_host(scheme, host)}
         creds = self.conn.frozen_credentials()
         if creds is not None:
-            _Signer(creds, "s3", self.conn.region).add_auth(aws_req)
-        hdrs = dict(aws_req.headers.items())
+            hdrs = signing.sign(creds, self.conn.region, method, url, hdrs, data)
         hdrs["User-Agent"] = USER_AGENT
         self.stats.count(operation, up=len(body))
         raw = self._pool(scheme, host).urlopen(
