@@ -241,7 +241,8 @@ def test_new_cache_files_come_from_spares_and_indexes_survive_close():
         time.sleep(0.05)
     spares = {os.stat(os.path.join(data_dir, n)).st_ino
               for n in os.listdir(data_dir) if n.startswith("spare.")}
-    entry = cache.open("b", "k1", "e1", 4096)
+    size = 256 * 1024  # objects under INDEX_MIN_SIZE keep no index (test_small_clean_objects_keep_no_index)
+    entry = cache.open("b", "k1", "e1", size)
     assert os.fstat(entry.fd).st_ino in spares and os.fstat(entry.fd).st_mode & 0o777 == 0o600
 
     def fetch(off, n):
@@ -251,6 +252,6 @@ def test_new_cache_files_come_from_spares_and_indexes_survive_close():
     cache.close()
     assert not [n for n in os.listdir(data_dir) if n.startswith("spare.")]
     again = DataCache(root, capacity=64 * MiB)
-    reused = again.open("b", "k1", "e1", 4096)
+    reused = again.open("b", "k1", "e1", size)
     assert reused.present and again.hits == 1
     again.close()
