@@ -72,6 +72,19 @@ class S3FUSE(mfusepy.FUSE):
             fip.contents.keep_cache = 1
         return result
 
+    # Data moves between libfuse's buffer and the cache file directly: mfusepy's read returns a
+    # bytes object and memmoves it, its write copies the buffer into one first (1 MiB each way).
+    def read(self, path, buf, size, offset, fip):
+        return self.operations.read_into(None, _view(buf, size), offset, fip.contents.fh)
+
+    def write(self, path, buf, size, offset, fip):
+        return self.operations.write(None, _view(buf, size), offset, fip.contents.fh)
+
+
+def _view(buf, size: int) -> memoryview:
+    """A writable view of `size` bytes at a libfuse buffer, valid during the callback only."""
+    return memoryview((ctypes.c_char * size).from_address(ctypes.addressof(buf.contents))).cast("B")
+
 
 class S3Operations(mfusepy.Operations):
     use_ns = True  # times in integer nanoseconds
@@ -190,6 +203,10 @@ class S3Operations(mfusepy.Operations):
     @translated
     def read(self, path, size, offset, fh):
         return self.fs.read(fh, size, offset)
+
+    @translated
+    def read_into(self, path, view, offset, fh):
+        return self.fs.read_into(fh, view, offset)
 
     @translated
     def write(self, path, data, offset, fh):

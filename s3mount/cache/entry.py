@@ -156,10 +156,22 @@ class CacheEntry:
 
     # -- data ----------------------------------------------------------------------------------
     def read(self, offset: int, size: int, fetch: Fetch, pool: Executor | None = None) -> bytes:
+        end = self._readable(offset, size, fetch, pool)
+        return os.pread(self.fd, end - offset, offset) if end > offset else b""
+
+    def read_into(self, offset: int, view: memoryview, fetch: Fetch,
+                  pool: Executor | None = None) -> int:
+        """read() into the caller's buffer (the FUSE reply's), without a bytes object between."""
+        end = self._readable(offset, len(view), fetch, pool)
+        return os.preadv(self.fd, [view[:end - offset]], offset) if end > offset else 0
+
+    def _readable(self, offset: int, size: int, fetch: Fetch, pool: Executor | None) -> int:
+        """Make [offset, offset+size) (cut at the end of the file) valid in the file, start any
+        readahead or fill the access pattern calls for, and return the cut end."""
         with self.lock:
             end = min(offset + size, self.size)
             if offset >= end:
-                return b""
+                return offset
             # The kernel's own readahead (1 MiB windows) makes any read look sequential for a
             # while; only a longer run of consecutive reads is a sequential reader.
             # Concurrent kernel requests arrive slightly out of order: "near the last end" counts.
@@ -186,7 +198,7 @@ class CacheEntry:
         if start_fill:
             for _ in range(self.cache.fill_streams):
                 pool.submit(self._fill_chain, fetch)
-        return os.pread(self.fd, end - offset, offset)
+        return end
 
     def _recycle_behind(self, end: int, run_bytes: int) -> None:
         """Hand whole runs the sequential reader left RECYCLE_BEHIND behind to the recycler

@@ -191,7 +191,13 @@ class FileOps(FsCore):
         of = self._handle(fh).file
         return of.entry.read(offset, size, self._fetcher(of), self.fetch_pool)
 
-    def write(self, fh: int, data: bytes, offset: int) -> int:
+    def read_into(self, fh: int, view: memoryview, offset: int) -> int:
+        of = self._handle(fh).file
+        return of.entry.read_into(offset, view, self._fetcher(of), self.fetch_pool)
+
+    def write(self, fh: int, data: bytes | memoryview, offset: int) -> int:
+        """`data` may be a view of the caller's buffer: it is written to the cache file and not
+        kept."""
         h = self._handle(fh)
         of = h.file
         if h.flags & os.O_APPEND:
