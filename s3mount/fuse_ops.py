@@ -202,6 +202,8 @@ class S3Operations(mfusepy.Operations):
 
     @translated
     def read(self, path, size, offset, fh):
+        # Served by S3FUSE.read through read_into; mfusepy registers a FUSE callback only for the
+        # operations this class defines, so without it reads fail with ENOSYS.
         return self.fs.read(fh, size, offset)
 
     @translated

@@ -57,15 +57,20 @@ class Canned:
     def close(self) -> None:
         self.sock.close()
 
+    def __enter__(self) -> "Canned":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def get(pool, method="GET", path="/"):
     return pool.urlopen(method, path, retries=False, preload_content=True)
 
 
 def test_headers_are_case_insensitive_and_kept_in_order():
-    srv = Canned([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Amz-Meta-A:  one \r\n"
-                  b"x-amz-meta-a: two\r\nETag: \"abc\"\r\nX-Folded: first\r\n  second\r\n\r\nok"])
-    try:
+    with Canned([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Amz-Meta-A:  one \r\n"
+                 b"x-amz-meta-a: two\r\nETag: \"abc\"\r\nX-Folded: first\r\n  second\r\n\r\nok"]) as srv:
         r = get(srv.pool())
         assert r.status == 200 and r.data == b"ok"
         assert r.headers["etag"] == '"abc"' and r.headers["ETAG"] == '"abc"'
@@ -74,56 +79,42 @@ def test_headers_are_case_insensitive_and_kept_in_order():
         msg = r._original_response.msg
         assert isinstance(msg, http.client.HTTPMessage) and "etag" in msg and "nope" not in msg
         assert msg.get_all("nope") is None and msg.get("nope", "d") == "d"
-    finally:
-        srv.close()
 
 
 def test_head_and_no_content_have_no_body_and_keep_the_connection():
-    srv = Canned([b"HTTP/1.1 200 OK\r\nContent-Length: 12345\r\n\r\n",
-                  b"HTTP/1.1 204 No Content\r\n\r\n",
-                  b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"])
-    try:
+    with Canned([b"HTTP/1.1 200 OK\r\nContent-Length: 12345\r\n\r\n",
+                 b"HTTP/1.1 204 No Content\r\n\r\n",
+                 b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"]) as srv:
         pool = srv.pool()
         r = get(pool, "HEAD")
         assert r.status == 200 and r.data == b"" and r.headers["content-length"] == "12345"
         assert get(pool, "DELETE").status == 204
         assert get(pool).data == b"abc"
         assert srv.connections == 1  # all three on one kept-alive connection
-    finally:
-        srv.close()
 
 
 def test_chunked_body_and_100_continue():
-    srv = Canned([b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"])
-    try:
+    with Canned([b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"]) as srv:
         r = get(srv.pool())
         assert r.status == 200 and r.data == b"hello world"
-    finally:
-        srv.close()
 
 
 def test_body_without_length_ends_at_close():
-    srv = Canned([b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end"])
-    try:
+    with Canned([b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end"]) as srv:
         r = get(srv.pool())
         assert r.data == b"until the end"
         assert r._original_response.will_close
-    finally:
-        srv.close()
 
 
 def test_hostile_heads_are_refused():
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(wire.MAX_HEADERS + 1))
-    srv = Canned([b"HTTP/1.1 200 OK\r\n" + many + b"\r\n",
-                  b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * (wire.MAX_LINE + 10) + b"\r\n\r\n",
-                  b"NOT-HTTP garbage\r\n\r\n"])
-    try:
+    with Canned([b"HTTP/1.1 200 OK\r\n" + many + b"\r\n",
+                 b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * (wire.MAX_LINE + 10) + b"\r\n\r\n",
+                 b"NOT-HTTP garbage\r\n\r\n"]) as srv:
         for _ in range(3):
             with pytest.raises((http.client.HTTPException, urllib3.exceptions.HTTPError)):
                 get(srv.pool())
-    finally:
-        srv.close()
 
 
 def test_store_connections_use_the_fast_parser(client, prefix):

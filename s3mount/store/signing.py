@@ -67,9 +67,9 @@ class SigningRequest:
 
     __slots__ = ("method", "url", "headers", "body", "context", "params")
 
-    def __init__(self, method: str, url: str, headers, body: bytes = b""):
+    def __init__(self, method: str, url: str, headers: dict[str, str], body: bytes = b""):
         self.method, self.url, self.body = method, url, body
-        self.headers = HeaderMap(headers.items() if hasattr(headers, "items") else headers)
+        self.headers = HeaderMap(headers.items())
         self.context: dict = {}
         self.params: dict = {}
 
@@ -105,7 +105,8 @@ def signed_host(scheme: str, host: str) -> str:
     return botocore.auth._host_from_url(f"{scheme}://{host}/")
 
 
-def sign(credentials, region: str, method: str, url: str, headers, body: bytes) -> dict[str, str]:
+def sign(credentials, region: str, method: str, url: str, headers: dict[str, str],
+         body: bytes) -> dict[str, str]:
     """The headers to send: `headers` plus the date, payload hash and Authorization."""
     req = SigningRequest(method, url, headers, body)
     Signer(credentials, "s3", region).add_auth(req)
