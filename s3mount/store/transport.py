@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import ssl
 import random
 import threading
 import time
@@ -59,33 +60,40 @@ class Stats:
 
 
 class Response:
-    """What the store reads of an HTTP answer: status, headers, body (or the raw stream)."""
+    """What the store reads of an HTTP answer: status, headers, and the body, read in full or
+    streamed. The connection goes back to its pool once the body is read to its end, and is
+    closed instead when it was not (it cannot carry another request mid-body)."""
 
-    __slots__ = ("raw", "status_code", "headers")
+    __slots__ = ("_resp", "_conn", "_pool", "_data", "status_code", "headers")
 
-    def __init__(self, raw: urllib3.BaseHTTPResponse):
-        self.raw = raw
-        self.status_code = raw.status
-        self.headers = raw.headers  # case-insensitive
+    def __init__(self, resp: wire.FastResponse, conn, pool: urllib3.HTTPConnectionPool):
+        self._resp, self._conn, self._pool = resp, conn, pool
+        self._data: bytes | None = None
+        self.status_code = resp.status
+        self.headers = resp.headers  # case-insensitive
 
     @property
     def content(self) -> bytes:
-        return self.raw.data  # read in full once, then kept
+        if self._data is None:  # read in full once, then kept
+            try:
+                self._data = self._resp.read()
+            finally:
+                self.close()
+        return self._data
 
     def readinto(self, view: memoryview) -> int:
-        """Body bytes straight from the socket into `view`: http.client's readinto, since
-        urllib3's reads into a new bytes object and copies it (twice the memory traffic)."""
-        fp = getattr(self.raw, "_fp", None)
-        return fp.readinto(view) if fp is not None else self.raw.readinto(view)
+        """Body bytes straight from the socket into `view`."""
+        return self._resp.readinto(view)
 
     def close(self) -> None:
-        # A body read to its end goes back to the pool (http.client has closed its side; urllib3
-        # may not know when readinto bypassed it); one that was not is closed with its
-        # connection, which cannot be reused mid-body.
-        fp = getattr(self.raw, "_fp", None)
-        if fp is None or fp.isclosed():
-            self.raw.release_conn()
-        self.raw.close()
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None
+        if not self._resp.isclosed() or self._resp.will_close:
+            conn.close()
+        self._resp.close()
+        self._pool._put_conn(conn)  # a closed connection reconnects when next taken
 
 
 def quote_key(key: str) -> str:
@@ -114,8 +122,6 @@ class Transport:
         self.session.verify = connection.verify_tls
         self.session.trust_env = False  # proxies from env would silently reroute; not wanted
         self._pools: dict[tuple[str, str], urllib3.HTTPConnectionPool] = {}
-        self.timeout = urllib3.Timeout(connect=connection.connect_timeout,
-                                       read=connection.read_timeout)
 
     # -- addressing ---------------------------------------------------------------------------
     def url(self, bucket: str, key: str | None) -> str:
@@ -164,16 +170,16 @@ class Transport:
     # -- one signed exchange ------------------------------------------------------------------
     def _pool(self, scheme: str, host: str) -> urllib3.HTTPConnectionPool:
         """The session's connection pool for one host, with requests' TLS settings (verify, CA
-        bundle). Requests are then sent on it directly: requests' per-request machinery (prepare,
-        environment merging, cookies, hooks, Response building) cost about a third of a small
-        request's client CPU, and s3mount needs none of it."""
+        bundle). Its connections carry the requests `wire.exchange` writes: requests' per-request
+        machinery (prepare, environment merging, cookies, hooks, Response building) and urllib3's
+        `urlopen` cost more than half of a small request's client CPU, and s3mount needs none
+        of it."""
         pool = self._pools.get((scheme, host))
         # .pool is None once closed: the pool manager keeps 4 hosts and drops the oldest
         # (virtual-hosted addressing has a host per bucket); some urllib3 versions close it.
         if pool is None or pool.pool is None:
             probe = requests.Request("GET", f"{scheme}://{host}/").prepare()
             pool = self._adapter.get_connection_with_tls_context(probe, self.session.verify)
-            pool.ConnectionCls = wire.HTTPSConnection if scheme == "https" else wire.HTTPConnection
             self._pools[(scheme, host)] = pool
         return pool
 
@@ -186,20 +192,40 @@ class Transport:
         if params:
             url += "?" + "&".join(k if v is None else f"{quote(k, safe='')}={quote(str(v), safe='-_.~')}"
                                   for k, v in sorted(params.items()))
-        data = bytes(body) if isinstance(body, memoryview) else body
         scheme, rest = url.split("://", 1)
         host, _, path = rest.partition("/")
         hdrs = {**(headers or {}), "host": signing.signed_host(scheme, host)}
         creds = self.conn.frozen_credentials()
         if creds is not None:
-            hdrs = signing.sign(creds, self.conn.region, method, url, hdrs, data)
+            hdrs = signing.sign(creds, self.conn.region, method, url, hdrs, body)
         hdrs["User-Agent"] = USER_AGENT
+        hdrs["Accept-Encoding"] = "identity"
         self.stats.count(operation, up=len(body))
-        raw = self._pool(scheme, host).urlopen(
-            method, "/" + path, body=data if data or method in ("PUT", "POST") else None,
-            headers=hdrs, retries=False, redirect=False, assert_same_host=False,
-            timeout=self.timeout, preload_content=not stream, decode_content=False)
-        resp = Response(raw)
+        pool = self._pool(scheme, host)
+        conn = pool._get_conn()
+        fresh = conn.sock is None
+        try:
+            conn.timeout = self.conn.connect_timeout  # what connect() uses
+            raw = wire.exchange(conn, method, "/" + path, hdrs, body, self.conn.read_timeout)
+        except BaseException as e:
+            conn.close()
+            pool._put_conn(conn)
+            # A handshake that fails (certificate, protocol) fails again; a TLS error on a kept
+            # connection is a dropped connection, worth a retry.
+            if fresh and isinstance(e, (ssl.SSLError, urllib3.exceptions.SSLError)):
+                err = TransportError(f"TLS failure talking to {host}: {e}", operation=operation,
+                                     bucket=bucket, key=key)
+                err.retryable = False
+                raise err from e
+            if isinstance(e, OSError) and not isinstance(e, (ConnectionError, TimeoutError)) \
+                    or isinstance(e, ssl.SSLError):
+                # e.g. no route to host: retried like a refused connection
+                raise TransportError(f"{type(e).__name__} talking to {host}: {e}",
+                                     operation=operation, bucket=bucket, key=key) from e
+            raise
+        resp = Response(raw, conn, pool)
+        if not stream:
+            resp.content  # noqa: B018 - read now: the connection goes back to the pool
         if resp.status_code in expect:
             return resp
         err_body = resp.content if method != "HEAD" else b""

@@ -1,18 +1,26 @@
-"""Response heads read without the email package.
+"""HTTP/1.1 exchanges on the session's pooled connections: the request head written in one
+piece, the response head read without the email package.
+
+urllib3's `urlopen` and http.client's `putrequest`/`putheader` cost about 270 µs of CPU per
+request on this project's 2-core VMs (bench/README.md, "Per-request CPU"), more than the signing
+and more than everything else the store does for a HEAD. The store takes a connection from the
+requests session's urllib3 pool (which owns connecting, TLS settings, dropped-connection checks
+and reuse), writes the request with `exchange` and reads the answer with `FastResponse`.
 
 http.client parses every response's header block with `email.feedparser` and answers each
 header lookup through `email.policy`: 150-200 µs of CPU per S3 request on this project's 2-core
 VMs, a fifth of a HEAD's whole client cost (bench/README.md, "Per-request CPU"). The connections
 of the store's pools build `FastResponse` instead, which reads the same status line and header
 block into an `HTTPMessage` whose lookups are list scans. Everything after the head (bodies,
-chunked decoding, keep-alive) is http.client's and urllib3's own code.
+chunked decoding, when a connection must close) is http.client's own code.
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
 
-import urllib3.connection
+SMALL_BODY = 64 * 1024  # sent in the same write as the head; larger bodies follow it
 
 MAX_LINE = 65536   # http.client's limits, so a hostile server is refused at the same points
 MAX_HEADERS = 100
@@ -118,9 +126,40 @@ class FastResponse(http.client.HTTPResponse):
             self.will_close = True  # no length: the body ends when the server closes
 
 
-class HTTPConnection(urllib3.connection.HTTPConnection):
-    response_class = FastResponse
+def request_head(method: str, target: str, headers: dict[str, str],
+                 body_length: int | None) -> bytes:
+    """The request line and headers. A CR or LF inside a name, value or target would let a
+    metadata value smuggle headers or a second request, so such a request is refused whole."""
+    lines = [f"{method} {target} HTTP/1.1"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    if body_length is not None:
+        lines.append(f"Content-Length: {body_length}")
+    text = "\r\n".join(lines)
+    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1 \
+            or " " in target or "\0" in text:
+        raise ValueError("CR, LF or NUL in an HTTP header or request target")
+    return (text + "\r\n\r\n").encode("latin-1")
 
 
-class HTTPSConnection(urllib3.connection.HTTPSConnection):
-    response_class = FastResponse
+def exchange(conn, method: str, target: str, headers: dict[str, str], body: bytes | memoryview,
+             read_timeout: float | None) -> FastResponse:
+    """Send one request on `conn` (a urllib3 connection, connected here if it is not) and read
+    the response head. The body is left to the caller."""
+    with_length = bool(body) or method in ("PUT", "POST")
+    head = request_head(method, target, headers, len(body) if with_length else None)
+    if conn.sock is None:
+        conn.connect()
+    sock: socket.socket = conn.sock
+    sock.settimeout(read_timeout)
+    if len(body) <= SMALL_BODY:
+        sock.sendall(head + body if body else head)
+    else:
+        sock.sendall(head)
+        sock.sendall(body)
+    resp = FastResponse(sock, method=method)
+    try:
+        resp.begin()
+    except BaseException:
+        resp.close()
+        raise
+    return resp
