@@ -565,3 +565,22 @@ def test_upload_checksum_md5_sends_content_md5_only(proxy, seaweed, workdir, pre
     assert [h for t, h in _checksum_headers(proxy, "POST") if t.endswith("uploads")] == [{}]
     with pytest.raises(s3.ConfigError, match="upload_checksum"):
         seaweed.connection(upload_checksum="sha1")
+
+
+@pytest.mark.parametrize("value", [
+    "Thu, 03 Dec 2026 07:05:12 GMT", "Mon, 01 Jan 1990 00:00:00 GMT", "Sat, 29 Feb 2020 23:59:59 GMT",
+    "Thu, 3 Dec 2026 07:05:12 +0000", "Thursday, 03-Dec-26 07:05:12 GMT",
+])
+def test_http_date_reads_what_email_utils_reads(value):
+    """Last-Modified in S3's fixed format takes the fast path; other forms go to email.utils,
+    and both give the same seconds."""
+    import email.utils
+
+    from s3mount.store.client import http_date
+    assert http_date(value) == email.utils.parsedate_to_datetime(value).timestamp()
+
+
+def test_http_date_that_nothing_reads_is_zero():
+    from s3mount.store.client import http_date
+    assert http_date("yesterday") == 0.0
+    assert http_date("Thu, 03 Dec 2026 07:05:xx GMT") == 0.0

@@ -221,14 +221,19 @@ def test_signing_matches_botocores_own_request(monkeypatch, method, url, headers
                 return False
             return super()._should_sha256_sign_payload(request)
 
-    fixed = datetime.datetime(2026, 12, 2, 12, 0, 0)
-    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: fixed)
-    for token in (None, "session-token"):
-        creds = botocore.credentials.Credentials("AK", "SK", token).get_frozen_credentials()
+    # The derived signing key is cached per (secret, day, region): a new day or a rotated
+    # secret must sign with a new one.
+    cases = [(day, secret, token) for day in (2, 3) for secret in ("SK", "SK2")
+             for token in (None, "session-token")]
+    for day, secret, token in cases:
+        fixed = datetime.datetime(2026, 12, day, 23, 59, 59)
+        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: fixed)
+        creds = botocore.credentials.Credentials("AK", secret, token).get_frozen_credentials()
         host = url.split("/")[2]
         hdrs = {**headers, "host": signing.signed_host(url.split(":")[0], host)}
         ours = signing.sign(creds, "eu-west-1", method, url, hdrs, body)
         ref = AWSRequest(method=method, url=url, data=body, headers=hdrs)
         Reference(creds, "s3", "eu-west-1").add_auth(ref)
         assert ours == dict(ref.headers.items())
-        assert ours["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AK/20261202/eu-west-1/s3/")
+        assert ours["Authorization"].startswith(
+            f"AWS4-HMAC-SHA256 Credential=AK/2026120{day}/eu-west-1/s3/")

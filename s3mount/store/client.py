@@ -8,6 +8,7 @@ for servers that do not confirm CRC32: see UploadChecksum); downloads check thei
 from __future__ import annotations
 
 import base64
+import calendar
 import email.header
 import email.utils
 import hashlib
@@ -162,14 +163,34 @@ class ObjectInfo:
         return "-" in self.etag
 
 
+_MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+
+def http_date(value: str) -> float:
+    """Seconds since the epoch of an HTTP date. S3 sends the fixed format ("Thu, 03 Dec 2026
+    07:05:12 GMT"), read here in a few µs; anything else goes to email.utils (~30 µs), and a
+    date nothing can read is 0."""
+    parts = value.split()
+    if len(parts) == 6 and parts[5] == "GMT" and parts[2] in _MONTHS:
+        hms = parts[4].split(":")
+        if len(hms) == 3 and parts[1].isdigit() and parts[3].isdigit() \
+                and all(x.isdigit() for x in hms):
+            return float(calendar.timegm((int(parts[3]), _MONTHS[parts[2]], int(parts[1]),
+                                          int(hms[0]), int(hms[1]), int(hms[2]))))
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return 0.0
+
+
 def _info_from_headers(key: str, headers: Mapping[str, str]) -> ObjectInfo:
     lower = {k.lower(): v for k, v in headers.items()}
     raw = {k: repair_header_value(v) for k, v in lower.items() if k.startswith(META_PREFIX)}
     meta = {k: decode_meta_value(v) for k, v in raw.items()}
     mtime = 0.0
     if "last-modified" in lower:
-        parsed = email.utils.parsedate_to_datetime(lower["last-modified"])
-        mtime = parsed.timestamp()
+        mtime = http_date(lower["last-modified"])
     size = int(lower.get("content-length", "0"))
     if "content-range" in lower and "/" in lower["content-range"]:
         total = lower["content-range"].rsplit("/", 1)[1]

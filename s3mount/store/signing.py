@@ -10,6 +10,8 @@ botocore's SigV4 signer reads and a plain case-insensitive header map.
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 
 import botocore.auth
 from botocore.auth import SIGNED_HEADERS_BLACKLIST, S3SigV4Auth
@@ -84,6 +86,13 @@ class Signer(S3SigV4Auth):
             return False
         return super()._should_sha256_sign_payload(request)
 
+    def signature(self, string_to_sign, request):
+        # botocore derives the signing key with four HMACs per request; it changes only with
+        # the secret, the day and the region, so it is derived once per (secret, day, region).
+        key = _signing_key(self.credentials.secret_key, request.context["timestamp"][0:8],
+                           self._region_name, self._service_name)
+        return hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+
     def headers_to_sign(self, request):
         # botocore's rule (every header but its hop-by-hop list, names lowercased, Host added),
         # into a HeaderMap, once per request: botocore asks twice (canonical request,
@@ -96,6 +105,14 @@ class Signer(S3SigV4Auth):
                 cached["host"] = botocore.auth._host_from_url(request.url)
             request.context["s3mount_headers_to_sign"] = cached
         return cached
+
+
+@functools.lru_cache(maxsize=16)
+def _signing_key(secret: str, day: str, region: str, service: str) -> bytes:
+    k = (f"AWS4{secret}").encode("utf-8")
+    for part in (day, region, service, "aws4_request"):
+        k = hmac.new(k, part.encode("utf-8"), hashlib.sha256).digest()
+    return k
 
 
 @functools.lru_cache(maxsize=64)
