@@ -107,7 +107,8 @@ class Signer(S3SigV4Auth):
         return cached
 
 
-@functools.lru_cache(maxsize=16)
+# Small: a rotated secret's key is dropped after a few rotations, and a key is a day's only.
+@functools.lru_cache(maxsize=4)
 def _signing_key(secret: str, day: str, region: str, service: str) -> bytes:
     k = (f"AWS4{secret}").encode("utf-8")
     for part in (day, region, service, "aws4_request"):
