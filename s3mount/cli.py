@@ -17,7 +17,7 @@ import time
 from typing import NoReturn
 
 from . import __version__
-from .options import MountOptions, OptionError, parse_args
+from .options import MAX_READ, MountOptions, OptionError, parse_args
 
 log = logging.getLogger("s3mount")
 
@@ -185,7 +185,8 @@ def run_mount(opts: MountOptions) -> None:
         log.info("crash recovery: %d file(s) uploaded, %d kept in the cache", len(done), len(kept))
 
     def on_init() -> None:
-        threading.Thread(target=announce_ready, args=(opts.mountpoint,), daemon=True).start()
+        threading.Thread(target=announce_ready, args=(opts.mountpoint, opts.read_ahead),
+                         daemon=True).start()
 
     destroyed_clean = threading.Event()
 
@@ -205,7 +206,7 @@ def run_mount(opts: MountOptions) -> None:
                 "prefix": opts.prefix, **store.transport.stats.snapshot(), **cache.stats(),
                 "uploads": fs.upload_progress()}
     stats_server = StatsServer(opts.mountpoint, collect)
-    ops = S3Operations(fs, on_init=on_init, on_destroy=on_destroy)
+    ops = S3Operations(fs, on_init=on_init, on_destroy=on_destroy, max_read=MAX_READ)
     log.info("mounting s3://%s/%s at %s (s3mount %s, endpoint %s, credentials from %s)", bucket,
              opts.prefix, opts.mountpoint, __version__, conn.endpoint_info.host,
              conn.credential_source)
@@ -248,7 +249,7 @@ def lock_cache_dir(cache_dir: str) -> None:
     _cache_lock_fd = fd
 
 
-def announce_ready(mountpoint: str) -> None:
+def announce_ready(mountpoint: str, read_ahead: int) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if mountinfo_has(mountpoint):
@@ -261,7 +262,7 @@ def announce_ready(mountpoint: str) -> None:
     else:
         log.error("the mount did not answer within 30 s")
         return
-    raise_readahead(mountpoint)
+    raise_readahead(mountpoint, read_ahead // 1024)
     log.info("mount ready at %s", mountpoint)
     fd = os.environ.pop("S3MOUNT_READY_FD", None)
     if fd:
@@ -274,15 +275,17 @@ def announce_ready(mountpoint: str) -> None:
     sd_notify("READY=1\nSTATUS=mounted " + mountpoint)
 
 
-def raise_readahead(mountpoint: str, kib: int = 1024) -> None:
-    """Ask the kernel for 1 MiB reads instead of 128 KiB (the mount's bdi; needs root)."""
+def raise_readahead(mountpoint: str, kib: int) -> None:
+    """Set the mount's kernel readahead (its bdi's read_ahead_kb; needs root): FUSE INIT cannot
+    ask for more than 1 MiB, and the kernel starts a mount at 128 KiB."""
     try:
         dev = os.stat(mountpoint).st_dev
         path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
         with open(path, "w") as f:
             f.write(str(kib))
+        log.info("kernel readahead %d KiB", kib)
     except OSError as e:
-        log.debug("kept the kernel's readahead (%s)", e)
+        log.info("kept the kernel's readahead: %s (needs root)", e)
 
 
 def is_dead_mount(mountpoint: str) -> bool:

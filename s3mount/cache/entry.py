@@ -165,6 +165,13 @@ class CacheEntry:
         end = self._readable(offset, len(view), fetch, pool)
         return os.preadv(self.fd, [view[:end - offset]], offset) if end > offset else 0
 
+    def read_span(self, offset: int, size: int, fetch: Fetch,
+                  pool: Executor | None = None) -> tuple[int, int]:
+        """(fd, length): [offset, offset+length) of self.fd is valid, for a reader that reads
+        the file itself (a spliced FUSE reply)."""
+        end = self._readable(offset, size, fetch, pool)
+        return self.fd, max(0, end - offset)
+
     def _readable(self, offset: int, size: int, fetch: Fetch, pool: Executor | None) -> int:
         """Make [offset, offset+size) (cut at the end of the file) valid in the file, start any
         readahead or fill the access pattern calls for, and return the cut end."""
