@@ -155,3 +155,36 @@ def test_ro_uid_gid_modes_through_mount(seaweed, store, prefix, workdir):
         with pytest.raises(OSError):
             open(m.path("new"), "w")
         assert open(m.path("f")).read() == "x"
+
+
+def test_read_ahead_option_parse():
+    assert parse_args(["b", "/m"]).read_ahead == 4 << 20
+    assert parse_args(["b", "/m", "-o", "read_ahead=16M"]).read_ahead == 16 << 20
+    assert parse_args(["b", "/m", "--read-ahead", "512K"]).read_ahead == 512 << 10
+    for bad in ("64K", "1G", "lots", "nan"):
+        with pytest.raises(OptionError, match="read_ahead"):
+            parse_args(["b", "/m", "-o", f"read_ahead={bad}"])
+
+
+def test_read_ahead_and_spliced_reads_through_mount(seaweed, store, prefix, workdir):
+    """The mount's bdi gets the readahead asked for, reads are at most MAX_READ (a spliced
+    reply fits a 1 MiB pipe), and data read in large and odd pieces is the object's."""
+    data = os.urandom(9 << 20)
+    store.client.put(BUCKET, prefix + "big", data)
+    with Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"), options=["-o", "read_ahead=8M"],
+               workdir=os.path.join(workdir, "m")) as m:
+        dev = os.stat(m.mnt).st_dev
+        with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb") as f:
+            assert f.read().strip() == "8192"
+        with open("/proc/self/mountinfo") as f:
+            line = next(l for l in f if f" {m.mnt} " in l)
+        assert "max_read=1032192" in line
+        with open(m.path("big"), "rb") as f:
+            assert f.read() == data
+        fd = os.open(m.path("big"), os.O_RDONLY)
+        try:
+            for off, n in ((0, 1), (1032191, 3), (4 << 20, 1 << 20), ((9 << 20) - 5, 100),
+                           (12345, 2 << 20)):
+                assert os.pread(fd, n, off) == data[off:off + n]
+        finally:
+            os.close(fd)
