@@ -72,11 +72,6 @@ class S3FUSE(mfusepy.FUSE):
             fip.contents.keep_cache = 1
         return result
 
-    # Data moves between libfuse's buffer and the cache file directly: mfusepy's read returns a
-    # bytes object and memmoves it, its write copies the buffer into one first (1 MiB each way).
-    def read(self, path, buf, size, offset, fip):
-        return self.operations.read_into(None, _view(buf, size), offset, fip.contents.fh)
-
     def read_buf(self, path, bufpp, size, offset, fip):
         """Answer with a span of the cache file instead of bytes: libfuse splices it into
         /dev/fuse (file -> pipe -> kernel), which skips the copy into its buffer and the
@@ -94,6 +89,8 @@ class S3FUSE(mfusepy.FUSE):
         ctypes.cast(bufpp, ctypes.POINTER(ctypes.c_void_p))[0] = addr
         return 0
 
+    # Data moves from libfuse's buffer into the cache file directly: mfusepy's write copies the
+    # buffer into a bytes object first (1 MiB per call).
     def write(self, path, buf, size, offset, fip):
         return self.operations.write(None, _view(buf, size), offset, fip.contents.fh)
 
@@ -240,13 +237,8 @@ class S3Operations(mfusepy.Operations):
 
     @translated
     def read(self, path, size, offset, fh):
-        # Served by S3FUSE.read through read_into; mfusepy registers a FUSE callback only for the
-        # operations this class defines, so without it reads fail with ENOSYS.
+        # libfuse calls read_buf when both are registered; this is the plain Operations form.
         return self.fs.read(fh, size, offset)
-
-    @translated
-    def read_into(self, path, view, offset, fh):
-        return self.fs.read_into(fh, view, offset)
 
     @translated
     def read_fd(self, path, size, offset, fh):

@@ -159,12 +159,6 @@ class CacheEntry:
         end = self._readable(offset, size, fetch, pool)
         return os.pread(self.fd, end - offset, offset) if end > offset else b""
 
-    def read_into(self, offset: int, view: memoryview, fetch: Fetch,
-                  pool: Executor | None = None) -> int:
-        """read() into the caller's buffer (the FUSE reply's), without a bytes object between."""
-        end = self._readable(offset, len(view), fetch, pool)
-        return os.preadv(self.fd, [view[:end - offset]], offset) if end > offset else 0
-
     def read_span(self, offset: int, size: int, fetch: Fetch,
                   pool: Executor | None = None) -> tuple[int, int]:
         """(fd, length): [offset, offset+length) of self.fd is valid, for a reader that reads

@@ -191,10 +191,6 @@ class FileOps(FsCore):
         of = self._handle(fh).file
         return of.entry.read(offset, size, self._fetcher(of), self.fetch_pool)
 
-    def read_into(self, fh: int, view: memoryview, offset: int) -> int:
-        of = self._handle(fh).file
-        return of.entry.read_into(offset, view, self._fetcher(of), self.fetch_pool)
-
     def read_fd(self, fh: int, size: int, offset: int) -> tuple[int, int]:
         """Make up to `size` bytes at `offset` valid in the cache file and return (its fd, how
         many bytes there are to read), for a reply that the FUSE layer splices from the file."""
