@@ -129,6 +129,9 @@ def detach(argv: list[str], opts: MountOptions) -> None:
     if line == "READY":
         child.stderr.close()
         sys.exit(0)
+    if line.startswith("FAILED "):
+        child.stderr.close()
+        fail(line.removeprefix("FAILED "))
     err = child.stderr.read().decode(errors="replace").strip().splitlines()
     child.wait(timeout=30)
     fail(err[-1].removeprefix("s3mount: ") if err else f"mount failed (exit {child.returncode})")
@@ -261,18 +264,25 @@ def announce_ready(mountpoint: str, read_ahead: int) -> None:
         time.sleep(0.02)
     else:
         log.error("the mount did not answer within 30 s")
+        tell_parent(f"FAILED the mount at {mountpoint} did not answer within 30 s; its daemon "
+                    f"(pid {os.getpid()}) is still running")
         return
     raise_readahead(mountpoint, read_ahead // 1024)
     log.info("mount ready at %s", mountpoint)
+    tell_parent("READY")
+    from .notify import sd_notify
+    sd_notify("READY=1\nSTATUS=mounted " + mountpoint)
+
+
+def tell_parent(line: str) -> None:
+    """Answer the `s3mount` command waiting in detach(), once: READY, or FAILED and why."""
     fd = os.environ.pop("S3MOUNT_READY_FD", None)
     if fd:
         try:
-            os.write(int(fd), b"READY\n")
+            os.write(int(fd), line.encode() + b"\n")
             os.close(int(fd))
         except OSError:
             pass
-    from .notify import sd_notify
-    sd_notify("READY=1\nSTATUS=mounted " + mountpoint)
 
 
 def raise_readahead(mountpoint: str, kib: int) -> None:

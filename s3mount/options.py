@@ -8,6 +8,7 @@ ignored; anything else unknown is an error that names it.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, field
 
 USAGE = "s3mount [options] BUCKET[:/PREFIX] MOUNTPOINT\n       s3mount stats MOUNTPOINT"
@@ -193,6 +194,11 @@ def parse_args(argv: list[str]) -> MountOptions:
         bucket, _, prefix = a.source.partition(":")
         opts.bucket = bucket or None
         opts.prefix = prefix.strip("/")
+    # libfuse moves the daemon to / once mounted: a relative path would then name another place.
+    opts.mountpoint = os.path.abspath(opts.mountpoint)
+    for name in ("cache_dir", "logfile", "config"):
+        if getattr(opts, name):
+            setattr(opts, name, os.path.abspath(getattr(opts, name)))
     return opts
 
 

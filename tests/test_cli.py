@@ -16,12 +16,12 @@ from mountutil import Mount, force_unmount, mounted
 from s3mount.options import OptionError, parse_args
 
 
-def run(args, env_extra=None, timeout=60):
+def run(args, env_extra=None, timeout=60, cwd=None):
     env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
                AWS_REGION="us-east-1")
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "s3mount", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+                          text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 @pytest.fixture
@@ -50,6 +50,15 @@ def test_detaches_only_when_ready_and_unmounts(seaweed, mnt):
     while mounted(mnt) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not mounted(mnt)
+
+
+def test_relative_mountpoint(seaweed, mnt):
+    t0 = time.monotonic()
+    out = run([BUCKET, "mnt", "--endpoint", seaweed.endpoint], cwd=os.path.dirname(mnt))
+    assert out.returncode == 0, out.stderr
+    assert time.monotonic() - t0 < 20  # ready is announced, not waited out
+    assert mounted(mnt)
+    os.listdir(mnt)
 
 
 def test_default_bucket_from_config(seaweed, mnt, workdir):
