@@ -164,3 +164,22 @@ def test_stat_and_setxattr_after_close_need_no_head(seaweed, store, prefix, work
         assert got == {"CopyObject": 1}, got
     info = store.client.head(BUCKET, prefix + "new.csv")
     assert info.metadata == {"x-amz-meta-state": "done"} and info.content_type == "text/csv"
+
+
+def test_getxattr_of_every_file_after_remount_costs_one_head_each(seaweed, store, prefix, workdir):
+    """The pattern of a pipeline reading its tags back: getxattr of each file in a directory,
+    cold. The first lookups HEAD, a listing follows, then background HEADs; no file is HEADed
+    twice (the sample and the prefetch reuse what earlier HEADs answered)."""
+    names = [f"x{i:03d}" for i in range(60)]
+    for i, n in enumerate(names):
+        store.client.put(BUCKET, prefix + "tags/" + n, b"x", {"x-amz-meta-state": f"s{i}"})
+    m = Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"), workdir=os.path.join(workdir, "m"),
+              options=["-o", "metadata_ttl=30"])
+    with m:
+        r0 = _requests(m)
+        for i, n in enumerate(names):
+            assert os.getxattr(m.path("tags", n), "user.state") == f"s{i}".encode()
+        got = _delta(r0, _requests(m))
+    files_headed = got.get("HeadObject", 0) - 2  # "tags" (404) and its marker probe
+    assert files_headed <= len(names), got
+    assert got.get("ListObjectsV2", 0) <= 3, got

@@ -29,6 +29,7 @@ KEPT_HEADERS = frozenset(CONTENT_HEADERS) | frozenset(SSE_HEADERS) | {"x-amz-sto
 NAME_MAX = 255
 KEY_MAX = 1024
 PREFETCH_LIMIT = 4096  # HEADs started in the background per listing
+PREFETCH_STREAMS = 4        # ...of which this many at a time
 SAMPLE = 4             # files HEADed per listing to see whether they carry POSIX metadata
 SAMPLE_ALL = 32        # ...and in a directory of at most this many files, all of them
 # Lookups of names in one directory that each cost a request before that directory is listed
@@ -56,6 +57,10 @@ class FsCore:
         self.meta = MetaCache(metadata_ttl)
         self.lock = threading.RLock()     # guards the open-file and handle tables
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3fs-meta")
+        # Background HEADs run a few at a time, in the order a reader will ask for them: 16 at
+        # once share the server's CPU so evenly that the first answer comes as late as the last.
+        self.prefetch_pool = ThreadPoolExecutor(max_workers=min(workers, PREFETCH_STREAMS),
+                                                thread_name_prefix="s3fs-prefetch")
         self._pending: dict[str, tuple[float, Future]] = {}  # path -> (started, HEAD)
         self._pending_lock = threading.Lock()
         self._misses: dict[str, int] = {}           # dir -> lookups that needed a request
@@ -258,13 +263,13 @@ class FsCore:
         if any(a is not None and has_posix_meta(a.metadata) for a in sampled.values()):
             # Objects here carry mode/owner/times: each entry's stat needs its own HEAD.
             for name, attr in entries:
-                self.meta.put(f"{base}/{name}", sampled.get(name) or attr)
+                self.meta.put(f"{base}/{name}", self._fullest(f"{base}/{name}", attr, sampled))
             self._prefetch([f"{base}/{n}" for n, _ in entries[:PREFETCH_LIMIT] if n not in sampled])
         else:
             # Plain objects: the listing's size and time are the whole stat answer.
             for name, attr in entries:
                 attr.complete = True
-                self.meta.put(f"{base}/{name}", sampled.get(name) or attr)
+                self.meta.put(f"{base}/{name}", self._fullest(f"{base}/{name}", attr, sampled))
         return entries
 
     def _sample(self, base: str, names: list[str], count: int = SAMPLE) -> dict[str, Attr | None]:
@@ -272,8 +277,26 @@ class FsCore:
             return {}
         step = max(1, len(names) // count)
         picks = names[::step][:count]
-        results = self.pool.map(lambda n: self._stat_quiet(f"{base}/{n}"), picks)
-        return {n: a for n, a in zip(picks, results)}
+        known = {n: a for n in picks if (a := self._known_full(f"{base}/{n}")) is not None}
+        heads = [n for n in picks if n not in known]
+        results = self.pool.map(lambda n: self._stat_quiet(f"{base}/{n}"), heads)
+        return {**known, **dict(zip(heads, results))}
+
+    def _fullest(self, path: str, listed: Attr, sampled: dict[str, Attr | None]) -> Attr:
+        """What to cache for a listed entry: a HEAD's answer (it has the metadata too) when one
+        is at hand for the same object, else the listing's."""
+        sample = sampled.get(path.rsplit("/", 1)[-1])
+        if sample is not None:
+            return sample  # HEADed after the listing: the newer answer
+        known = self._known_full(path)
+        if known is not None and known.kind == listed.kind and known.etag == listed.etag:
+            return known
+        return listed
+
+    def _known_full(self, path: str) -> Attr | None:
+        """The cached attributes of `path` if a HEAD (not a listing) made them."""
+        cached = self.meta.get(path)
+        return cached if cached is not None and cached is not MISSING and cached.has_meta else None
 
     def _prefetch(self, paths: list[str]) -> None:
         """Start HEADs for listed entries, so the stat calls that follow a readdir find them ready."""
@@ -285,7 +308,7 @@ class FsCore:
                     del self._pending[q]
             for p in paths:
                 if p not in self._pending:
-                    self._pending[p] = (now, self.pool.submit(self._stat_quiet, p))
+                    self._pending[p] = (now, self.prefetch_pool.submit(self._stat_quiet, p))
 
     def _count_meta_miss(self, path: str) -> None:
         """A HEAD for the metadata (xattrs, content headers) of a listed file. From the second in
@@ -303,8 +326,9 @@ class FsCore:
             self._meta_misses[parent] = (id(entries), count)
         if count == 2:
             base = parent.rstrip("/")
-            self._prefetch([f"{base}/{n}" for n, a in entries[:PREFETCH_LIMIT]
-                            if a.kind == "file" and not a.has_meta and f"{base}/{n}" != path])
+            self._prefetch([q for n, a in entries[:PREFETCH_LIMIT]
+                            if a.kind == "file" and not a.has_meta and (q := f"{base}/{n}") != path
+                            and self._known_full(q) is None])
 
     def invalidate(self, *paths: str, tree: bool = True) -> None:
         """Drop what is cached of `paths` (and below them, unless tree=False: files)."""
