@@ -6,7 +6,7 @@ The reader mimics fsbench's seq read row: 1 MiB read()s, sha256 in a second thre
     python bench/seq_cpu.py --bucket bench1 --key big.bin --reps 3 [-- extra s3mount args]
 
 Needs a server (../shared/bench/s3server start ... ; eval "$(s3server env --dir D | grep export)")
-with the object in it, and root (drop_caches). A measuring tool only.
+with the object in it; root for --drop-caches. A measuring tool only.
 """
 
 from __future__ import annotations
@@ -68,14 +68,16 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--work", default="/tmp/seqcpu")
     ap.add_argument("--s3mount", default="s3mount")
+    ap.add_argument("--drop-caches", action="store_true")
     ap.add_argument("extra", nargs="*")
     a = ap.parse_args()
     mnt, cache = os.path.join(a.work, "mnt"), os.path.join(a.work, "cache")
     os.makedirs(mnt, exist_ok=True)
     for rep in range(a.reps):
         shutil.rmtree(cache, ignore_errors=True)
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("1")
+        if a.drop_caches:  # fsbench does not: the server then reads its volumes from disk
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("1")
         subprocess.run([a.s3mount, a.bucket, mnt, "--endpoint", os.environ["S3_ENDPOINT"],
                         "--cache-dir", cache, "-o", f"logfile={a.work}/log", *a.extra],
                        check=True)

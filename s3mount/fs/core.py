@@ -65,7 +65,7 @@ class FsCore:
         self._pending_lock = threading.Lock()
         self._misses: dict[str, int] = {}           # dir -> lookups that needed a request
         self._dir_lists: dict[str, Future] = {}     # dir -> listing made for lookups, in flight
-        self._meta_misses: dict[str, tuple[int, int]] = {}  # dir -> (id of its listing, HEADs for metadata)
+        self._meta_misses: dict[str, tuple[int, int]] = {}  # dir -> (listing generation, HEADs for metadata)
 
     # -- names -----------------------------------------------------------------------------------
     def key_of(self, path: str) -> str:
@@ -211,7 +211,7 @@ class FsCore:
                 fut.set_result(None)  # whatever happened: the waiting lookups go on
         else:
             fut.result()
-        return self.meta.listing(parent) is not None
+        return self.meta.has_listing(parent)
 
     # -- listings ----------------------------------------------------------------------------------
     def list_dir(self, path: str) -> list[str]:
@@ -315,16 +315,17 @@ class FsCore:
         one listed directory on, HEAD its other listed files in the background: a getfattr or
         an open of each file in turn then finds its answer ready."""
         parent = self.parent_of(path)
-        entries = self.meta.listing(parent)
-        if entries is None:
+        generation = self.meta.listing_generation(parent)
+        if generation is None:
             return
         with self._pending_lock:
             seen, count = self._meta_misses.get(parent, (0, 0))
-            count = count + 1 if seen == id(entries) else 1
+            count = count + 1 if seen == generation else 1
             if len(self._meta_misses) > 10_000:
                 self._meta_misses.clear()
-            self._meta_misses[parent] = (id(entries), count)
-        if count == 2:
+            self._meta_misses[parent] = (generation, count)
+        entries = self.meta.listing(parent) if count == 2 else None
+        if entries:
             base = parent.rstrip("/")
             self._prefetch([q for n, a in entries[:PREFETCH_LIMIT]
                             if a.kind == "file" and not a.has_meta and (q := f"{base}/{n}") != path

