@@ -1,7 +1,8 @@
 """Where the CPU goes in a cold sequential read through s3mount: wall time and the CPU seconds
 of the daemon, the S3 server (every `weed` process), the reader and the whole machine.
 
-The reader mimics fsbench's seq read row: 1 MiB read()s, sha256 in a second thread.
+The reader mimics fsbench's seq read row: 1 MiB read()s, sha256 in a second thread
+(--no-hash: the same without the hashing, which fsbench's direct-download ceiling does untimed).
 
     python bench/seq_cpu.py --bucket bench1 --key big.bin --reps 3 [-- extra s3mount args]
 
@@ -42,13 +43,14 @@ def machine() -> dict[str, float]:
     return {n: v[i] / HZ for i, n in enumerate(names)}
 
 
-def read_file(path: str) -> int:
+def read_file(path: str, hash_it: bool = True) -> int:
     q: queue.Queue = queue.Queue(maxsize=8)
     h = hashlib.sha256()
 
     def hasher():
         while (b := q.get()) is not None:
-            h.update(b)
+            if hash_it:
+                h.update(b)
     t = threading.Thread(target=hasher)
     t.start()
     n = 0
@@ -69,6 +71,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/seqcpu")
     ap.add_argument("--s3mount", default="s3mount")
     ap.add_argument("--drop-caches", action="store_true")
+    ap.add_argument("--no-hash", action="store_true", help="read only (fsbench hashes as it reads)")
     ap.add_argument("extra", nargs="*")
     a = ap.parse_args()
     mnt, cache = os.path.join(a.work, "mnt"), os.path.join(a.work, "cache")
@@ -87,7 +90,7 @@ def main() -> None:
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         m0 = machine()
         t0 = time.monotonic()
-        n = read_file(os.path.join(mnt, a.key))
+        n = read_file(os.path.join(mnt, a.key), not a.no_hash)
         wall = time.monotonic() - t0
         m1 = machine()
         r1 = resource.getrusage(resource.RUSAGE_SELF)
