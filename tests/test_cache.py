@@ -255,3 +255,59 @@ def test_new_cache_files_come_from_spares_and_indexes_survive_close():
     reused = again.open("b", "k1", "e1", size)
     assert reused.present and again.hits == 1
     again.close()
+
+
+def test_index_of_a_sequential_writer_stays_small_and_old_indexes_still_load():
+    """A file written in order is journaled as one run of blocks, however long it grows (the
+    journal is rewritten at each write that dirties a new block); indexes in the older format
+    (a list of every block number) are adopted as before; a journal with damaged block lists
+    recovers every block of the file rather than none."""
+    import json
+    import tempfile
+    from s3mount.cache.datacache import DataCache
+
+    root = tempfile.mkdtemp()
+    cache = DataCache(root, capacity=256 * MiB)
+    entry = cache.create("b", "big")
+    chunk = b"w" * MiB
+    sizes = []
+    for i in range(64):
+        entry.write(i * MiB, chunk, lambda off, n: None)
+        with open(entry.path + ".json") as f:
+            sizes.append(len(f.read()))
+    index = json.load(open(entry.path + ".json"))
+    assert index["dirty"] and index["present"] == [[0, 64 * MiB // cache.block_size - 1]]
+    assert max(sizes) - min(sizes) < 40, sizes  # not growing with the file
+    cache.close()
+
+    again = DataCache(root, capacity=256 * MiB)  # the unsent file is recovered whole
+    [rec] = again.recovered
+    assert len(rec.present) == len(rec.dirty) == 64 * MiB // again.block_size
+    again.close()
+
+    root = tempfile.mkdtemp()
+    old = DataCache(root, capacity=64 * MiB)
+    clean = old.create("b", "old")
+    clean.write(0, b"c" * (4 * old.block_size), lambda off, n: None)
+    path = clean.path
+    old.close()
+    with open(path + ".json", "w") as f:  # as an older version wrote it, clean
+        json.dump({"bucket": "b", "key": "old", "etag": "e1", "size": 4 * old.block_size,
+                   "block_size": old.block_size, "present": [0, 1, 3]}, f)
+    adopted = DataCache(root, capacity=64 * MiB)
+    assert adopted.open("b", "old", "e1", 4 * adopted.block_size).present == {0, 1, 3}
+    adopted.close()
+
+    root = tempfile.mkdtemp()
+    broken = DataCache(root, capacity=64 * MiB)
+    dirty = broken.create("b", "torn")
+    dirty.write(0, b"d" * (3 * broken.block_size), lambda off, n: None)
+    path = dirty.path
+    broken.close()
+    meta = json.load(open(path + ".json"))
+    meta["dirty_blocks"] = [[5, 2]]
+    json.dump(meta, open(path + ".json", "w"))
+    recovered = DataCache(root, capacity=64 * MiB)
+    [rec] = recovered.recovered
+    assert rec.dirty == rec.present == {0, 1, 2}
+    recovered.close()

@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Callable
 
+from .blockset import from_runs
 from .entry import BlockLost, CacheEntry, CacheFull  # noqa: F401 - re-exported
 from .holes import punch_hole
 from .spares import SpareFiles
@@ -332,8 +333,12 @@ class DataCache:
                     except FileNotFoundError:
                         pass
                 continue
+            try:
+                present = from_runs(meta["present"])
+            except (KeyError, TypeError, ValueError):  # a damaged clean index: refetch instead
+                present = set()
             entry = CacheEntry(self, meta["bucket"], meta["key"], meta["etag"], meta["size"], path, -1)
-            entry.present = set(meta["present"])
+            entry.present = present
             self._clean[(entry.bucket, entry.key)] = entry
             for b in sorted(entry.present):
                 self._lru[(id(entry), b)] = entry
@@ -347,9 +352,15 @@ class DataCache:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         size = os.fstat(fd).st_size  # the file is always as long as the data it holds
         entry = CacheEntry(self, meta["bucket"], meta["key"], meta.get("etag"), size, path, fd)
-        entry.present = set(meta.get("present", []))
-        entry.dirty = set(meta.get("dirty_blocks", []))
-        entry.unfetchable = set(meta.get("unfetchable", []))
+        try:
+            entry.present = from_runs(meta.get("present", []))
+            entry.dirty = from_runs(meta.get("dirty_blocks", []))
+            entry.unfetchable = from_runs(meta.get("unfetchable", []))
+        except (TypeError, ValueError):
+            # Damaged block lists: take every block of the file as written, so that all of it
+            # is uploaded rather than any of it lost.
+            every = set(range(-(-size // self.block_size)))
+            entry.present, entry.dirty, entry.unfetchable = every, set(every), set(every)
         entry.remote_size = min(meta.get("remote_size", size), size)
         entry.truncated = True  # it must be uploaded whatever its blocks say
         entry.extra = meta.get("extra") or {}

@@ -10,6 +10,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Callable
 
 from ..pagecache import PageRecycler
+from .blockset import to_runs
 
 if TYPE_CHECKING:
     from .datacache import DataCache
@@ -340,8 +341,8 @@ class CacheEntry:
     def index(self) -> dict:
         with self.lock:
             d = {"bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size,
-                 "block_size": self.bs, "present": sorted(self.present)}
+                 "block_size": self.bs, "present": to_runs(self.present)}
             if self.is_dirty:
-                d.update(dirty=True, dirty_blocks=sorted(self.dirty), remote_size=self.remote_size,
-                         unfetchable=sorted(self.unfetchable), extra=self.extra)
+                d.update(dirty=True, dirty_blocks=to_runs(self.dirty), remote_size=self.remote_size,
+                         unfetchable=to_runs(self.unfetchable), extra=self.extra)
             return d

@@ -1,0 +1,40 @@
+"""Block-number sets as they are written in a cache file's index: runs of consecutive blocks.
+
+Why: a sequential writer journals its entry at every write that dirties a new block, and a
+list of every block number made that O(blocks) per write, O(blocks^2) per file: 2,048-number
+lists written 512 times for a 512 MiB file, minutes of CPU for a 5 GiB one. A file written or
+read in order is one run whatever its size.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+
+def to_runs(blocks: Iterable[int]) -> list[list[int]]:
+    """{0, 1, 2, 7} -> [[0, 2], [7, 7]] (inclusive ends)."""
+    if isinstance(blocks, (set, frozenset)) and blocks:
+        first, last = min(blocks), max(blocks)
+        if last - first + 1 == len(blocks):  # the common case, checked at C speed
+            return [[first, last]]
+    runs: list[list[int]] = []
+    for b in sorted(blocks):
+        if runs and b == runs[-1][1] + 1:
+            runs[-1][1] = b
+        else:
+            runs.append([b, b])
+    return runs
+
+
+def from_runs(items: Iterable) -> set[int]:
+    """The inverse of to_runs; plain block numbers (the index format before runs) are read too."""
+    blocks: set[int] = set()
+    for item in items:
+        if isinstance(item, int):
+            blocks.add(item)
+        else:
+            first, last = item
+            if not (isinstance(first, int) and isinstance(last, int)) or last < first:
+                raise ValueError(f"bad block run {item!r}")
+            blocks.update(range(first, last + 1))
+    return blocks
