@@ -266,23 +266,30 @@ def test_index_of_a_sequential_writer_stays_small_and_old_indexes_still_load():
     import tempfile
     from s3mount.cache.datacache import DataCache
 
+    from s3mount.cache.entry import JOURNAL_AHEAD
+
     root = tempfile.mkdtemp()
     cache = DataCache(root, capacity=256 * MiB)
     entry = cache.create("b", "big")
     chunk = b"w" * MiB
-    sizes = []
+    sizes, journals = [], set()
+    blocks = 64 * MiB // cache.block_size
     for i in range(64):
         entry.write(i * MiB, chunk, lambda off, n: None)
         with open(entry.path + ".json") as f:
-            sizes.append(len(f.read()))
-    index = json.load(open(entry.path + ".json"))
-    assert index["dirty"] and index["present"] == [[0, 64 * MiB // cache.block_size - 1]]
+            text = f.read()
+        sizes.append(len(text))
+        journals.add(text)
+        index = json.loads(text)  # what a crash right now would find: every acknowledged block
+        assert index["dirty"] and index["present"][0][0] == 0 and len(index["present"]) == 1
+        assert index["present"][0][1] >= (i + 1) * MiB // cache.block_size - 1
     assert max(sizes) - min(sizes) < 40, sizes  # not growing with the file
+    assert len(journals) <= blocks // JOURNAL_AHEAD + 2, len(journals)  # not one per write
     cache.close()
 
-    again = DataCache(root, capacity=256 * MiB)  # the unsent file is recovered whole
+    again = DataCache(root, capacity=256 * MiB)  # recovered whole, and no block past its end
     [rec] = again.recovered
-    assert len(rec.present) == len(rec.dirty) == 64 * MiB // again.block_size
+    assert rec.present == rec.dirty == set(range(blocks))
     again.close()
 
     root = tempfile.mkdtemp()

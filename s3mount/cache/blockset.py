@@ -11,18 +11,24 @@ from __future__ import annotations
 from typing import Iterable
 
 
-def to_runs(blocks: Iterable[int]) -> list[list[int]]:
-    """{0, 1, 2, 7} -> [[0, 2], [7, 7]] (inclusive ends)."""
-    if isinstance(blocks, (set, frozenset)) and blocks:
-        first, last = min(blocks), max(blocks)
-        if last - first + 1 == len(blocks):  # the common case, checked at C speed
-            return [[first, last]]
+def to_runs(blocks: Iterable[int], then: range = range(0)) -> list[list[int]]:
+    """{0, 1, 2, 7} -> [[0, 2], [7, 7]] (inclusive ends), followed by the blocks of `then`,
+    which must all come after every block of `blocks`."""
     runs: list[list[int]] = []
-    for b in sorted(blocks):
-        if runs and b == runs[-1][1] + 1:
-            runs[-1][1] = b
+    if isinstance(blocks, (set, frozenset)) and blocks and \
+            max(blocks) - min(blocks) + 1 == len(blocks):  # the common case, at C speed
+        runs.append([min(blocks), max(blocks)])
+    else:
+        for b in sorted(blocks):
+            if runs and b == runs[-1][1] + 1:
+                runs[-1][1] = b
+            else:
+                runs.append([b, b])
+    if then:
+        if runs and runs[-1][1] + 1 == then.start:
+            runs[-1][1] = then.stop - 1
         else:
-            runs.append([b, b])
+            runs.append([then.start, then.stop - 1])
     return runs
 
 

@@ -296,6 +296,7 @@ class DataCache:
         state = entry.index()
         index = json.dumps(state)
         if index == entry.written_index:
+            entry.journal_ahead = _ahead_of(state)
             return  # e.g. the close after an upload's mark_clean: same state, already on disk
         path = entry.path + ".json"
         # Unsent writes go to a temp file renamed over the index: a crash finds either the old
@@ -310,6 +311,7 @@ class DataCache:
         if target != path:
             os.replace(target, path)
         entry.written_index = index
+        entry.journal_ahead = _ahead_of(state)  # only once it is on disk
 
     def _load_index(self) -> None:
         """Adopt the clean files a previous run left, with their blocks; drop everything else."""
@@ -352,15 +354,15 @@ class DataCache:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         size = os.fstat(fd).st_size  # the file is always as long as the data it holds
         entry = CacheEntry(self, meta["bucket"], meta["key"], meta.get("etag"), size, path, fd)
+        held = range(-(-size // self.block_size))  # journaled blocks past these are "ahead"
         try:
-            entry.present = from_runs(meta.get("present", []))
-            entry.dirty = from_runs(meta.get("dirty_blocks", []))
-            entry.unfetchable = from_runs(meta.get("unfetchable", []))
+            entry.present = {b for b in from_runs(meta.get("present", [])) if b in held}
+            entry.dirty = {b for b in from_runs(meta.get("dirty_blocks", [])) if b in held}
+            entry.unfetchable = {b for b in from_runs(meta.get("unfetchable", [])) if b in held}
         except (TypeError, ValueError):
             # Damaged block lists: take every block of the file as written, so that all of it
             # is uploaded rather than any of it lost.
-            every = set(range(-(-size // self.block_size)))
-            entry.present, entry.dirty, entry.unfetchable = every, set(every), set(every)
+            entry.present, entry.dirty, entry.unfetchable = set(held), set(held), set(held)
         entry.remote_size = min(meta.get("remote_size", size), size)
         entry.truncated = True  # it must be uploaded whatever its blocks say
         entry.extra = meta.get("extra") or {}
@@ -385,3 +387,8 @@ class DataCache:
             if e.fd >= 0:
                 os.close(e.fd)
                 e.fd = -1
+
+
+def _ahead_of(state: dict) -> range:
+    first_last = state.get("ahead")
+    return range(first_last[0], first_last[1] + 1) if first_last else range(0)

@@ -15,6 +15,7 @@ from .blockset import to_runs
 if TYPE_CHECKING:
     from .datacache import DataCache
 
+JOURNAL_AHEAD = 32  # blocks (8 MiB of 256 KiB ones)
 RECYCLE_BEHIND = 16 * 1024 * 1024  # kernel readahead arrives a little out of order
 
 Fetch = Callable[[int, int], None]  # fetch(offset, length): put remote bytes at offset in the file
@@ -49,6 +50,9 @@ class CacheEntry:
         self.discarded = False      # its file is deleted; blocks fetched now are dropped
         self.extra: dict = {}       # the caller's, journaled with dirty data (path, headers...)
         self.written_index: str | None = None  # what the .json beside the data says now
+        # Blocks past the end of the file that the journal on disk already lists as written, so
+        # that a writer extending the file journals once per JOURNAL_AHEAD blocks, not per write.
+        self.journal_ahead: range = range(0)
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.seq_end = -1           # end of the last read, to spot sequential readers
@@ -279,7 +283,7 @@ class CacheEntry:
             n = os.pwrite(self.fd, data, offset)
             blocks = range(first, last + 1)
             fresh = [b for b in blocks if b not in self.present]
-            newly_dirty = any(b not in self.dirty for b in blocks)
+            newly_dirty = any(b not in self.dirty and b not in self.journal_ahead for b in blocks)
             self.present.update(blocks)
             self.dirty.update(blocks)
             for b in blocks:
@@ -339,10 +343,18 @@ class CacheEntry:
         self.cache.space_freed()
 
     def index(self) -> dict:
+        """The state to journal. A dirty one also lists the JOURNAL_AHEAD blocks after the end
+        of the file as written ("ahead"): they are holes until a write reaches them, and
+        recovery keeps only the blocks the file is long enough to hold."""
         with self.lock:
-            d = {"bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size,
-                 "block_size": self.bs, "present": to_runs(self.present)}
-            if self.is_dirty:
-                d.update(dirty=True, dirty_blocks=to_runs(self.dirty), remote_size=self.remote_size,
-                         unfetchable=to_runs(self.unfetchable), extra=self.extra)
-            return d
+            if not self.is_dirty:
+                return {"bucket": self.bucket, "key": self.key, "etag": self.etag,
+                        "size": self.size, "block_size": self.bs, "present": to_runs(self.present)}
+            eof_block = -(-self.size // self.bs)
+            ahead = range(eof_block, eof_block + JOURNAL_AHEAD)
+            return {"bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size,
+                    "block_size": self.bs, "present": to_runs(self.present, ahead),
+                    "dirty": True, "dirty_blocks": to_runs(self.dirty, ahead),
+                    "remote_size": self.remote_size,
+                    "unfetchable": to_runs(self.unfetchable, ahead), "extra": self.extra,
+                    "ahead": [ahead.start, ahead.stop - 1]}
