@@ -183,7 +183,13 @@ def test_read_ahead_and_spliced_reads_through_mount(seaweed, store, prefix, work
     with Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"), options=["-o", "read_ahead=8M"],
                workdir=os.path.join(workdir, "m")) as m:
         dev = os.stat(m.mnt).st_dev
-        with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb") as f:
+        bdi = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+        # With -f, Mount returns once the mount is in mountinfo; the daemon sets the readahead
+        # just after, before it reports ready (the detached command waits for that).
+        deadline = time.monotonic() + 10
+        while open(bdi).read().strip() != "8192" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with open(bdi) as f:
             assert f.read().strip() == "8192"
         with open("/proc/self/mountinfo") as f:
             line = next(l for l in f if f" {m.mnt} " in l)
