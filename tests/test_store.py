@@ -584,3 +584,23 @@ def test_http_date_that_nothing_reads_is_zero():
     from s3mount.store.client import http_date
     assert http_date("yesterday") == 0.0
     assert http_date("Thu, 03 Dec 2026 07:05:xx GMT") == 0.0
+
+
+def test_listing_times_parse_as_strptime_did():
+    """LastModified is sliced (with the day's epoch cached) instead of strptime'd; the answers
+    are the same, fractions included, and what is not a date still raises."""
+    import calendar
+    import time as _time
+    from s3mount.store.xml import parse_http_date_iso
+
+    def by_strptime(text):
+        secs = calendar.timegm(_time.strptime(text.split(".")[0].rstrip("Z"), "%Y-%m-%dT%H:%M:%S"))
+        frac = text.split(".", 1)[1].rstrip("Z") if "." in text else ""
+        return float(secs) + (float("0." + frac) if frac.isdigit() else 0.0)
+
+    for text in ("2024-01-02T03:04:05.000Z", "2024-01-02T03:04:05Z", "1970-01-01T00:00:00Z",
+                 "2026-12-03T14:50:01.1234567Z", "2024-02-29T23:59:59.999Z", "2024-01-02T03:04:05.Z"):
+        assert parse_http_date_iso(text) == by_strptime(text), text
+    for bad in ("2024-13-02T03:04:05Z", "2024-01-02T25:04:05Z", "yesterday"):
+        with pytest.raises(ValueError):
+            parse_http_date_iso(bad)

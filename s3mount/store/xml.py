@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import functools
 import html
 import re
 import time
@@ -43,6 +44,17 @@ def parse_error(body: bytes) -> tuple[str | None, str | None, str | None]:
 
 def parse_http_date_iso(text: str) -> float:
     """'2024-01-02T03:04:05.000Z' -> epoch seconds."""
+    # Sliced, with the day's epoch cached: time.strptime was 39% of listing 10,000 objects
+    # (cProfile), and the objects of one listing mostly share a few days.
+    if len(text) >= 20 and text[-1] == "Z" and text[10] == "T" and text[13] == text[16] == ":":
+        try:
+            h, m, sec = int(text[11:13]), int(text[14:16]), int(text[17:19])
+            frac = text[20:-1] if text[19] == "." else ""
+            if h < 24 and m < 60 and sec < 61 and (frac.isdigit() or (not frac and len(text) == 20)):
+                secs = _day_epoch(text[:10]) + h * 3600 + m * 60 + sec
+                return float(secs) + (float("0." + frac) if frac else 0.0)
+        except ValueError:
+            pass
     base = text.split(".")[0].rstrip("Z")
     secs = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
     if "." in text:
@@ -50,6 +62,12 @@ def parse_http_date_iso(text: str) -> float:
         if frac.isdigit():
             secs += float("0." + frac)
     return float(secs)
+
+
+@functools.lru_cache(maxsize=256)
+def _day_epoch(day: str) -> int:
+    """'2024-01-02' -> epoch seconds of its midnight UTC; ValueError if it is no date."""
+    return calendar.timegm(time.strptime(day, "%Y-%m-%d"))
 
 
 @dataclass
