@@ -292,25 +292,24 @@ def test_index_of_a_sequential_writer_stays_small_and_old_indexes_still_load():
     assert rec.present == rec.dirty == set(range(blocks))
     again.close()
 
-    root = tempfile.mkdtemp()
-    old = DataCache(root, capacity=64 * MiB)
-    clean = old.create("b", "old")
-    clean.write(0, b"c" * (4 * old.block_size), lambda off, n: None)
-    path = clean.path
-    old.close()
+    def one_written_file(key: str, nblocks: int) -> tuple[str, str, int]:
+        """(cache root, the file's path, block size) of a closed cache holding one new file."""
+        root = tempfile.mkdtemp()
+        c = DataCache(root, capacity=64 * MiB)
+        e = c.create("b", key)
+        e.write(0, b"c" * (nblocks * c.block_size), lambda off, n: None)
+        c.close()
+        return root, e.path, c.block_size
+
+    root, path, bs = one_written_file("old", 4)
     with open(path + ".json", "w") as f:  # as an older version wrote it, clean
-        json.dump({"bucket": "b", "key": "old", "etag": "e1", "size": 4 * old.block_size,
-                   "block_size": old.block_size, "present": [0, 1, 3]}, f)
+        json.dump({"bucket": "b", "key": "old", "etag": "e1", "size": 4 * bs,
+                   "block_size": bs, "present": [0, 1, 3]}, f)
     adopted = DataCache(root, capacity=64 * MiB)
-    assert adopted.open("b", "old", "e1", 4 * adopted.block_size).present == {0, 1, 3}
+    assert adopted.open("b", "old", "e1", 4 * bs).present == {0, 1, 3}
     adopted.close()
 
-    root = tempfile.mkdtemp()
-    broken = DataCache(root, capacity=64 * MiB)
-    dirty = broken.create("b", "torn")
-    dirty.write(0, b"d" * (3 * broken.block_size), lambda off, n: None)
-    path = dirty.path
-    broken.close()
+    root, path, bs = one_written_file("torn", 3)
     meta = json.load(open(path + ".json"))
     meta["dirty_blocks"] = [[5, 2]]
     json.dump(meta, open(path + ".json", "w"))
