@@ -8,6 +8,7 @@ ignored; anything else unknown is an error that names it.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -43,7 +44,7 @@ def parse_bytes(text: str, what: str) -> int:
         value = float(t[: len(t) - len(unit)] if unit else t) * units[unit]
     except ValueError:
         raise OptionError(f"{what} {text!r}: use a number with K, M, G or T") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise OptionError(f"{what} {text!r}: use a number with K, M, G or T")
     return int(value)
 
@@ -53,7 +54,7 @@ def parse_size(text: str) -> int:
     value = parse_bytes(text, "cache size")
     if value < 64 << 20:
         raise OptionError(f"cache size {text!r} is below the 64M minimum")
-    return int(value)
+    return value
 
 
 def _octal(value: str, name: str) -> int:
