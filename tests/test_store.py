@@ -604,3 +604,14 @@ def test_listing_times_parse_as_strptime_did():
     for bad in ("2024-13-02T03:04:05Z", "2024-01-02T25:04:05Z", "yesterday"):
         with pytest.raises(ValueError):
             parse_http_date_iso(bad)
+
+
+def test_upload_checksum_is_zlibs_crc32_for_any_body():
+    """The CRC32 sent with uploads (ISA-L's when installed) is the one S3 computes: zlib's."""
+    import base64
+    import zlib
+    from s3mount.store.client import content_crc32
+    data = os.urandom(3 * MiB + 17)
+    for body in (b"", b"a", data, memoryview(data)[5:2 * MiB + 3], bytearray(data[:4097])):
+        want = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+        assert content_crc32(body) == want
