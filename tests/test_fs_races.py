@@ -97,3 +97,42 @@ def test_discard_during_readahead_keeps_fd_until_the_fetch_ends(workdir):
         fut.result(10)
     assert entry.fd == -1 and not entry.present
     assert cache.used == 0
+
+
+def test_lookups_after_a_getxattr_do_not_wait_for_the_listing(fs, store, prefix):
+    """docs/SEMANTICS.md claim 4: where metadata was just read, the directory's listing starts
+    at the second lookup that misses, in the background, and no lookup waits for it; each file
+    is HEADed once, whether by its own lookup or ahead of it."""
+    names = [f"f{i:02d}" for i in range(20)]
+    for n in names:
+        store.client.put(BUCKET, f"{prefix}d/{n}", b"x", {"x-amz-meta-tag": n})
+    fs.lookup("/d")
+    listing_may_answer = threading.Event()
+    heads: list[str] = []
+    real_list, real_head = fs.client.list_page, fs.client.head
+
+    def slow_list(*args, **kwargs):
+        listing_may_answer.wait(30)
+        return real_list(*args, **kwargs)
+
+    def counting_head(bucket, key, *args, **kwargs):
+        heads.append(key)
+        return real_head(bucket, key, *args, **kwargs)
+
+    fs.client.list_page, fs.client.head = slow_list, counting_head
+    try:
+        t0 = time.monotonic()
+        for n in names[:6]:  # the listing is held back: these answer with their own HEADs
+            assert fs.getxattr(f"/d/{n}", "user.tag") == n.encode()
+        assert time.monotonic() - t0 < 10
+        assert fs._dir_lists, "the listing was not started"
+        listing_may_answer.set()
+        deadline = time.monotonic() + 10
+        while not fs.meta.has_listing("/d") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for n in names[6:]:
+            assert fs.getxattr(f"/d/{n}", "user.tag") == n.encode()
+    finally:
+        listing_may_answer.set()
+        fs.client.list_page, fs.client.head = real_list, real_head
+    assert sorted(heads) == sorted(f"{prefix}d/{n}" for n in names), heads
