@@ -203,7 +203,9 @@ def test_download_leaves_little_in_the_page_cache(seaweed, workdir, prefix):
     assert st.delete(key)
 
 
-def test_page_recycler_advises_each_range_twice(monkeypatch):
+def test_page_recycler_advises_each_range_again_after_each_lag(monkeypatch):
+    """docs/SEMANTICS.md claim 9: a range is advised when done and again after each of the next
+    lags (three), so a range still dirty at its second advice (a slow disk) is dropped later."""
     from s3mount import pagecache
     calls = []
     monkeypatch.setattr(pagecache, "_fadvise", lambda fd, off, n, advice: calls.append(off))
@@ -213,6 +215,11 @@ def test_page_recycler_advises_each_range_twice(monkeypatch):
     # Each range once when it is done; a second time (now written back: dropped) 32 MiB later.
     assert calls.count(0) == 2 and calls.count(3 * 8 * MiB) == 2
     assert calls.count(4 * 8 * MiB) == 1 and calls.count(7 * 8 * MiB) == 1
+    for n in range(8, 20):
+        r.done(7, n * 8 * MiB, 8 * MiB)
+    assert calls.count(0) == pagecache.ADVICE_ROUNDS == 4  # at 0, 32, 64 and 96 MiB on
+    assert calls.count(8 * 8 * MiB) == 3 and calls.count(19 * 8 * MiB) == 1
+    assert max(calls.count(n * 8 * MiB) for n in range(20)) == 4
 
 
 def test_failed_part_aborts_the_upload(proxy, seaweed, workdir, prefix):
