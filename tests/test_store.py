@@ -622,3 +622,27 @@ def test_upload_checksum_is_zlibs_crc32_for_any_body():
     for body in (b"", b"a", data, memoryview(data)[5:2 * MiB + 3], bytearray(data[:4097])):
         want = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
         assert content_crc32(body) == want
+
+
+def test_listing_xml_parses_alike_with_and_without_its_namespace():
+    """parse() drops the root's default namespace before parsing (store/xml.py); documents
+    with other namespace declarations, or none, parse as before."""
+    from s3mount.store import xml
+    ns = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
+    inner = ("<Name>b</Name><EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>"
+             "<NextContinuationToken>t&amp;1</NextContinuationToken>"
+             "<Contents><Key>a%2Fb+c</Key><LastModified>2026-12-03T10:00:00.000Z</LastModified>"
+             "<ETag>&quot;e1&quot;</ETag><Size>5</Size><StorageClass>STANDARD</StorageClass>"
+             "</Contents><Contents><Key>d</Key><Size></Size><ETag/></Contents>"
+             "<CommonPrefixes><Prefix>p%2F</Prefix></CommonPrefixes>")
+    docs = [f"<ListBucketResult {ns}>{inner}</ListBucketResult>",
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult {ns}>{inner}</ListBucketResult>',
+            f"<ListBucketResult>{inner}</ListBucketResult>",
+            f'<ListBucketResult {ns}><Owner xmlns="urn:x"/>{inner}</ListBucketResult>',
+            f'<x:ListBucketResult xmlns:x="urn:s3">{inner}</x:ListBucketResult>']
+    for doc in docs:
+        page = xml.parse_list_v2(doc.encode())
+        assert [(o.key, o.size, o.etag, o.storage_class) for o in page.objects] == \
+            [("a/b c", 5, "e1", "STANDARD"), ("d", 0, "", None)], doc
+        assert page.objects[0].mtime == 1796292000.0 and page.objects[1].mtime == 0.0
+        assert page.prefixes == ["p/"] and page.next_token == "t&1", doc
