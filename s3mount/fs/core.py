@@ -61,15 +61,11 @@ class FsCore:
         # once share the server's CPU so evenly that the first answer comes as late as the last.
         self.prefetch_pool = ThreadPoolExecutor(max_workers=min(workers, PREFETCH_STREAMS),
                                                 thread_name_prefix="s3fs-prefetch")
-        # Background listings for lookups; their own pool, as they wait on samples in `pool`.
-        self.list_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3fs-list")
         self._pending: dict[str, tuple[float, Future]] = {}  # path -> (started, HEAD)
         self._pending_lock = threading.Lock()
         self._misses: dict[str, int] = {}           # dir -> lookups that needed a request
         self._dir_lists: dict[str, Future] = {}     # dir -> listing made for lookups, in flight
         self._meta_misses: dict[str, tuple[int, int]] = {}  # dir -> (listing generation, HEADs for metadata)
-        self._meta_reads: dict[str, float] = {}     # dir -> when a file's metadata was last asked for
-        self._heading: set[str] = set()             # paths a lookup is HEADing now (not prefetched)
 
     # -- names -----------------------------------------------------------------------------------
     def key_of(self, path: str) -> str:
@@ -143,22 +139,11 @@ class FsCore:
                 return fut.result()
             except Exception:  # noqa: BLE001 - logged by _stat_quiet; try once more here
                 pass
-        with self._pending_lock:
-            self._heading.add(path)  # a background listing landing now must not HEAD it again
-        try:
-            return self._stat_remote(path)
-        finally:
-            with self._pending_lock:
-                self._heading.discard(path)
+        return self._stat_remote(path)
 
     def lookup_full(self, path: str) -> Attr:
         """lookup() with the object's metadata and content headers, HEADing if a listing
         supplied only the stat fields."""
-        if path != "/":
-            with self._pending_lock:
-                if len(self._meta_reads) > 10_000:
-                    self._meta_reads.clear()
-                self._meta_reads[self.parent_of(path)] = time.monotonic()
         attr = self.lookup(path)
         if attr.has_meta or path == "/":
             return attr
@@ -200,16 +185,10 @@ class FsCore:
     def _list_for_lookups(self, parent: str) -> bool:
         """Count a lookup in `parent` that needs a request; from the LIST_AFTER_MISSES-th on,
         list `parent` (one page) so that its other names need none. True when a fresh listing
-        of `parent` is cached now.
-
-        Where the metadata of files here was read lately (getxattr, open), each lookup HEADs
-        its own file anyway, so the listing only names the files to HEAD ahead: it starts at
-        the second miss, in the background, and no lookup waits for it (a 100-name listing
-        takes 8-13 ms on SeaweedFS, eight HEADs' time)."""
+        of `parent` is cached now."""
         with self._pending_lock:
             misses = self._misses.get(parent, 0) + 1
-            ahead = time.monotonic() - self._meta_reads.get(parent, -1e9) <= max(self.meta.ttl, 1.0)
-            if misses < (2 if ahead else LIST_AFTER_MISSES):
+            if misses < LIST_AFTER_MISSES:
                 if len(self._misses) > 10_000:
                     self._misses.clear()
                 self._misses[parent] = misses
@@ -218,29 +197,24 @@ class FsCore:
             mine = fut is None
             if mine:
                 fut = self._dir_lists[parent] = Future()
-        if mine and ahead:
-            self.list_pool.submit(self._list_one_page, parent, fut)
-        elif mine:
-            self._list_one_page(parent, fut)
-        elif not ahead:
+        if mine:
+            misses = 0  # listed: count afresh once the listing expires
+            try:
+                page = self.client.list_page(self.bucket, self.dir_key(parent), "/", max_keys=1000)
+                if page.next_token is None:  # the whole directory: it answers every lookup
+                    self.meta.put_listing(parent, self._list_remote(parent, [page]))
+                else:  # too big to list for a few names: keep HEADing, ask again much later
+                    misses = -LIST_AFTER_MISSES * 64
+            except Exception as e:  # noqa: BLE001 - the lookup goes on with its own HEAD
+                log.debug("listing %s for lookups failed: %s", parent, e)
+            finally:
+                with self._pending_lock:
+                    self._dir_lists.pop(parent, None)
+                    self._misses[parent] = misses
+                fut.set_result(None)  # whatever happened: the waiting lookups go on
+        else:
             fut.result()
         return self.meta.has_listing(parent)
-
-    def _list_one_page(self, parent: str, fut: Future) -> None:
-        misses = 0  # listed: count afresh once the listing expires
-        try:
-            page = self.client.list_page(self.bucket, self.dir_key(parent), "/", max_keys=1000)
-            if page.next_token is None:  # the whole directory: it answers every lookup
-                self.meta.put_listing(parent, self._list_remote(parent, [page]))
-            else:  # too big to list for a few names: keep HEADing, ask again much later
-                misses = -LIST_AFTER_MISSES * 64
-        except Exception as e:  # noqa: BLE001 - the lookups go on with their own HEADs
-            log.debug("listing %s for lookups failed: %s", parent, e)
-        finally:
-            with self._pending_lock:
-                self._dir_lists.pop(parent, None)
-                self._misses[parent] = misses
-            fut.set_result(None)  # whatever happened: the waiting lookups go on
 
     # -- listings ----------------------------------------------------------------------------------
     def list_dir(self, path: str) -> list[str]:
@@ -306,11 +280,7 @@ class FsCore:
             return {}
         step = max(1, len(names) // count)
         picks = names[::step][:count]
-        # Files HEADed lately (lookups before this listing) tell as much as a sample would.
-        known = {n: a for n in (names if len(names) <= 1000 else picks)
-                 if (a := self._known_full(f"{base}/{n}")) is not None}
-        if len(known) >= count:
-            return known
+        known = {n: a for n in picks if (a := self._known_full(f"{base}/{n}")) is not None}
         heads = [n for n in picks if n not in known]
         results = self.pool.map(lambda n: self._stat_quiet(f"{base}/{n}"), heads)
         return {**known, **dict(zip(heads, results))}
@@ -342,7 +312,7 @@ class FsCore:
                 for q in [q for q, (t, _) in self._pending.items() if t < horizon]:
                     del self._pending[q]
             for p in paths:
-                if p not in self._pending and p not in self._heading:
+                if p not in self._pending:
                     self._pending[p] = (now, self.prefetch_pool.submit(self._stat_quiet, p))
 
     def _count_meta_miss(self, path: str) -> list[str]:
