@@ -15,9 +15,10 @@ def to_runs(blocks: Iterable[int], then: range = range(0)) -> list[list[int]]:
     """{0, 1, 2, 7} -> [[0, 2], [7, 7]] (inclusive ends), followed by the blocks of `then`,
     which must all come after every block of `blocks`."""
     runs: list[list[int]] = []
-    if isinstance(blocks, (set, frozenset)) and blocks and \
-            max(blocks) - min(blocks) + 1 == len(blocks):  # the common case, at C speed
-        runs.append([min(blocks), max(blocks)])
+    first_last = [min(blocks), max(blocks)] if isinstance(blocks, (set, frozenset)) and blocks \
+        else None
+    if first_last and first_last[1] - first_last[0] + 1 == len(blocks):  # common case, C speed
+        runs.append(first_last)
     else:
         for b in sorted(blocks):
             if runs and b == runs[-1][1] + 1:

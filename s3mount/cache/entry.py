@@ -347,14 +347,15 @@ class CacheEntry:
         of the file as written ("ahead"): they are holes until a write reaches them, and
         recovery keeps only the blocks the file is long enough to hold."""
         with self.lock:
+            d = {"bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size,
+                 "block_size": self.bs}
             if not self.is_dirty:
-                return {"bucket": self.bucket, "key": self.key, "etag": self.etag,
-                        "size": self.size, "block_size": self.bs, "present": to_runs(self.present)}
+                d["present"] = to_runs(self.present)
+                return d
             eof_block = -(-self.size // self.bs)
             ahead = range(eof_block, eof_block + JOURNAL_AHEAD)
-            return {"bucket": self.bucket, "key": self.key, "etag": self.etag, "size": self.size,
-                    "block_size": self.bs, "present": to_runs(self.present, ahead),
-                    "dirty": True, "dirty_blocks": to_runs(self.dirty, ahead),
-                    "remote_size": self.remote_size,
-                    "unfetchable": to_runs(self.unfetchable, ahead), "extra": self.extra,
-                    "ahead": [ahead.start, ahead.stop - 1]}
+            d.update(present=to_runs(self.present, ahead), dirty=True,
+                     dirty_blocks=to_runs(self.dirty, ahead), remote_size=self.remote_size,
+                     unfetchable=to_runs(self.unfetchable, ahead), extra=self.extra,
+                     ahead=[ahead.start, ahead.stop - 1])
+            return d
