@@ -167,3 +167,12 @@ def resident_bytes(path: str) -> int:
     out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path],
                          capture_output=True, text=True, check=True).stdout
     return int(out.split()[0])
+
+
+def wait_resident_at_most(path: str, limit: int, timeout: float = 60) -> int:
+    """resident_bytes(path) once it is <= limit, or its last value after `timeout` seconds:
+    the page cache writeback thread drops ranges only once the disk has them."""
+    deadline = time.monotonic() + timeout
+    while (res := resident_bytes(path)) > limit and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return res
