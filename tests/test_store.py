@@ -623,12 +623,12 @@ def test_http_date_reads_what_email_utils_reads(value):
     and both give the same seconds."""
     import email.utils
 
-    from s3mount.store.client import http_date
+    from s3mount.store.objects import http_date
     assert http_date(value) == email.utils.parsedate_to_datetime(value).timestamp()
 
 
 def test_http_date_that_nothing_reads_is_zero():
-    from s3mount.store.client import http_date
+    from s3mount.store.objects import http_date
     assert http_date("yesterday") == 0.0
     assert http_date("Thu, 03 Dec 2026 07:05:xx GMT") == 0.0
 
@@ -657,7 +657,7 @@ def test_upload_checksum_is_zlibs_crc32_for_any_body():
     """The CRC32 sent with uploads (ISA-L's when installed) is the one S3 computes: zlib's."""
     import base64
     import zlib
-    from s3mount.store.client import content_crc32
+    from s3mount.store.checksums import content_crc32
     data = os.urandom(3 * MiB + 17)
     for body in (b"", b"a", data, memoryview(data)[5:2 * MiB + 3], bytearray(data[:4097])):
         want = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()

@@ -228,6 +228,6 @@ def decode_xattr_value(stored: str) -> bytes:
 
 
 def user_meta_size(meta: dict[str, str]) -> int:
-    from ..store.client import encode_meta_value
+    from ..store.objects import encode_meta_value
     return sum(len(k[len(META):].encode()) + len(encode_meta_value(v).encode("utf-8"))
                for k, v in meta.items() if k.startswith(META))

@@ -18,7 +18,7 @@ from typing import Callable
 
 from ..cache import DataCache
 from ..store import NotFoundError, ObjectInfo, RemoteStore
-from ..store.client import CONTENT_HEADERS, SSE_HEADERS
+from ..store.objects import CONTENT_HEADERS, SSE_HEADERS
 from .attrs import Attr, Defaults, attr_from_meta, has_posix_meta
 from .errors import FsError
 from .metacache import MISSING, MetaCache

@@ -1,6 +1,7 @@
 """The S3 client: configuration, signing, retries, typed errors, transfers. Knows nothing of FUSE."""
 
-from .client import ObjectInfo, S3Client
+from .client import S3Client
+from .objects import ObjectInfo
 from .config import S3Connection, load_config
 from .errors import (AccessDeniedError, ConfigError, IntegrityError, InvalidKeyError, NoSuchUploadError,
                      NoSuchBucketError, NotFoundError, PreconditionFailedError, RemoteStoreError,

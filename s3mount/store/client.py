@@ -2,215 +2,31 @@
 
 Head, ranged GET (into a buffer or a file), PUT, ListObjectsV2, CopyObject, DeleteObject, the
 multipart calls and tagging. Uploads carry a checksum the server verifies (CRC32, or Content-MD5
-for servers that do not confirm CRC32: see UploadChecksum); downloads check their length.
+for servers that do not confirm CRC32: checksums.UploadChecksum); downloads check their length.
+Headers become ObjectInfo in objects.py.
 """
 
 from __future__ import annotations
 
-import base64
-import calendar
-import email.header
-import email.utils
-import hashlib
 import logging
 import os
-import re
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Iterator, Mapping, NamedTuple
 
 from . import xml
+from .checksums import UploadChecksum, content_md5
 from .errors import IntegrityError, S3Error, ServerError
+from .objects import ObjectInfo, encode_headers, info_from_headers
 from .transport import Transport, quote_key
 
 log = logging.getLogger("s3mount.store")
-
-try:  # ISA-L's CRC32 (same polynomial) takes a seventh of zlib's CPU: bench/README.md
-    from isal.isal_zlib import crc32
-except ImportError:  # no wheel for this platform: zlib gives the same answer, slower
-    from zlib import crc32
-
-META_PREFIX = "x-amz-meta-"
-# Headers describing content that a metadata replacement must carry forward.
-CONTENT_HEADERS = ("content-type", "content-encoding", "content-disposition", "cache-control",
-                   "content-language", "expires")
-SSE_HEADERS = ("x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
-               "x-amz-server-side-encryption-bucket-key-enabled")
-
-
-_WORD = re.compile(r"^=\?([A-Za-z0-9_.-]+)\?([BbQq])\?([^?]*)\?=$")
-
-
-def encode_meta_value(value: str) -> str:
-    """HTTP headers carry ASCII: other text goes as one RFC 2047 word (=?UTF-8?B?...?=), the form
-    S3 itself returns. Edge spaces are encoded too: servers trim them from header values."""
-    if value.isascii() and value.isprintable() and value == value.strip():
-        return value
-    return "=?UTF-8?B?" + base64.b64encode(value.encode("utf-8", "surrogateescape")).decode() + "?="
-
-
-def repair_header_value(raw: str) -> str:
-    """Raw UTF-8 from servers that store it arrives decoded as latin-1; undo that."""
-    if raw.isascii():
-        return raw
-    try:
-        return raw.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return raw
-
-
-def decode_meta_value(raw: str) -> str:
-    raw = repair_header_value(raw)
-    m = _WORD.match(raw)
-    if m and m.group(2) in "Bb" and m.group(1).lower() in ("utf-8", "utf8", "us-ascii"):
-        try:
-            return base64.b64decode(m.group(3), validate=True).decode("utf-8")
-        except ValueError:
-            return raw
-    if raw.startswith("=?") and raw.endswith("?="):
-        try:
-            return str(email.header.make_header(email.header.decode_header(raw)))
-        except (ValueError, LookupError, UnicodeDecodeError):
-            return raw
-    return raw
-
-
-def content_md5(body: bytes | memoryview) -> str:
-    return base64.b64encode(hashlib.md5(body).digest()).decode()
-
-
-def content_crc32(body: bytes | memoryview) -> str:
-    return base64.b64encode(crc32(body).to_bytes(4, "big")).decode()
-
 
 class PartTag(NamedTuple):
     """What CompleteMultipartUpload needs of one part."""
     etag: str
     crc32: str | None = None
 
-
-class UploadChecksum:
-    """Which checksum uploads carry, per connection (`upload_checksum`).
-
-    CRC32 (x-amz-checksum-crc32) costs a fifth of MD5's CPU (bench/TRANSFER.md: 1 GiB upload
-    113 -> 142 MiB/s here, as the server gets the CPU back); AWS specifies it and SeaweedFS
-    verifies it (tests). A server that does not know the header ignores it, so it is trusted only
-    once a response echoes it: "auto" (the default) starts with CRC32 and, at the first upload
-    whose answer has no x-amz-checksum-crc32, checks that upload by its ETag and goes back to
-    Content-MD5 for good. "md5" and "crc32" fix the choice."""
-
-    def __init__(self, mode: str):
-        self.mode = mode  # auto | crc32 | md5; "auto" becomes one of the others on first proof
-        self._warned = False
-
-    @property
-    def use_crc32(self) -> bool:
-        return self.mode != "md5"
-
-    def headers(self, body: bytes | memoryview, headers: dict[str, str]) -> str | None:
-        """Add the checksum header; the signer then sends UNSIGNED-PAYLOAD. Returns the CRC32
-        sent, if one was."""
-        if self.use_crc32:
-            crc = headers["x-amz-checksum-crc32"] = content_crc32(body)
-            return crc
-        headers["Content-MD5"] = content_md5(body)
-        return None
-
-    def confirm(self, sent: str | None, resp_headers: Mapping[str, str], body, *,
-                bucket: str, key: str) -> str | None:
-        """Check the answer to an upload that carried `sent`; returns the part's CRC32 if the
-        server verified it."""
-        if sent is None:
-            return None
-        echoed = resp_headers.get("x-amz-checksum-crc32")
-        if echoed == sent:
-            if self.mode == "auto":
-                self.mode = "crc32"
-            return sent
-        if echoed is not None:
-            raise IntegrityError(f"server computed CRC32 {echoed}, we sent {sent}",
-                                 bucket=bucket, key=key)
-        if self.mode == "crc32":
-            if not self._warned:
-                self._warned = True
-                log.warning("the server does not confirm x-amz-checksum-crc32 (upload_checksum: "
-                            "crc32); set upload_checksum: md5 to have uploads verified")
-            return None
-        log.info("the server does not confirm CRC32 checksums: uploads carry Content-MD5")
-        self.mode = "md5"
-        # This upload went without a verified checksum: its ETag is its MD5 on every server
-        # that ignores checksum headers (no SSE-KMS there).
-        etag = resp_headers.get("etag", "").strip('"').lower()
-        if len(etag) == 32 and etag != hashlib.md5(body).hexdigest():
-            raise IntegrityError("upload's ETag is not the MD5 of what was sent",
-                                 bucket=bucket, key=key)
-        return None
-
-
-@dataclass
-class ObjectInfo:
-    key: str
-    size: int
-    etag: str
-    mtime: float
-    metadata: dict[str, str] = field(default_factory=dict)      # values decoded to text
-    headers: dict[str, str] = field(default_factory=dict)
-    raw_metadata: dict[str, str] = field(default_factory=dict)  # values as stored (RFC 2047 kept)
-
-    @property
-    def content_type(self) -> str | None:
-        return self.headers.get("content-type")
-
-    @property
-    def is_multipart(self) -> bool:
-        return "-" in self.etag
-
-
-_MONTHS = {m: i for i, m in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
-
-
-def http_date(value: str) -> float:
-    """Seconds since the epoch of an HTTP date. S3 sends the fixed format ("Thu, 03 Dec 2026
-    07:05:12 GMT"), read here in a few µs; anything else goes to email.utils (~30 µs), and a
-    date nothing can read is 0."""
-    parts = value.split()
-    if len(parts) == 6 and parts[5] == "GMT" and parts[2] in _MONTHS:
-        hms = parts[4].split(":")
-        if len(hms) == 3 and parts[1].isdigit() and parts[3].isdigit() \
-                and all(x.isdigit() for x in hms):
-            return float(calendar.timegm((int(parts[3]), _MONTHS[parts[2]], int(parts[1]),
-                                          int(hms[0]), int(hms[1]), int(hms[2]))))
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return 0.0
-
-
-def _info_from_headers(key: str, headers: Mapping[str, str]) -> ObjectInfo:
-    lower = {k.lower(): v for k, v in headers.items()}
-    raw = {k: repair_header_value(v) for k, v in lower.items() if k.startswith(META_PREFIX)}
-    meta = {k: decode_meta_value(v) for k, v in raw.items()}
-    mtime = 0.0
-    if "last-modified" in lower:
-        mtime = http_date(lower["last-modified"])
-    size = int(lower.get("content-length", "0"))
-    if "content-range" in lower and "/" in lower["content-range"]:
-        total = lower["content-range"].rsplit("/", 1)[1]
-        if total.isdigit():
-            size = int(total)
-    return ObjectInfo(key=key, size=size, etag=lower.get("etag", "").strip('"'), mtime=mtime,
-                      metadata=meta, headers=lower, raw_metadata=raw)
-
-
-def _encode_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
-    out = {}
-    for k, v in (headers or {}).items():
-        k = k.lower()
-        v = str(v)
-        out[k] = encode_meta_value(v) if k.startswith(META_PREFIX) else v
-    return out
 
 
 def _etag_result(body: bytes, parse=xml.parse_etag_result):
@@ -247,7 +63,7 @@ class S3Client:
     def head(self, bucket: str, key: str, *, if_match: str | None = None) -> ObjectInfo:
         headers = {"if-match": f'"{if_match}"'} if if_match else None
         resp = self.t.request("HEAD", bucket, key, operation="HeadObject", headers=headers)
-        return _info_from_headers(key, resp.headers)
+        return info_from_headers(key, resp.headers)
 
     def get_bytes(self, bucket: str, key: str, start: int | None = None, end: int | None = None,
                   *, if_match: str | None = None) -> tuple[bytes, ObjectInfo]:
@@ -266,7 +82,7 @@ class S3Client:
             want = int(resp.headers.get("content-length", len(data)))
             if len(data) != want:
                 raise IntegrityError(f"short body: got {len(data)} of {want} bytes")
-            return data, _info_from_headers(key, resp.headers)
+            return data, info_from_headers(key, resp.headers)
         return self.t.call("GetObject", bucket, key, attempt)
 
     def get_into_file(self, bucket: str, key: str, fd: int, start: int, length: int,
@@ -371,7 +187,7 @@ class S3Client:
     def put(self, bucket: str, key: str, body: bytes | memoryview,
             headers: Mapping[str, str] | None = None, *, if_match: str | None = None,
             if_none_match: str | None = None) -> str:
-        hdrs = _encode_headers(headers)
+        hdrs = encode_headers(headers)
         if if_match:
             hdrs["if-match"] = f'"{if_match}"'
         if if_none_match:
@@ -387,7 +203,7 @@ class S3Client:
     def copy(self, src_bucket: str, src_key: str, bucket: str, key: str,
              headers: Mapping[str, str] | None = None, *, replace_metadata: bool,
              if_match: str | None = None) -> str:
-        hdrs = _encode_headers(headers)
+        hdrs = encode_headers(headers)
         hdrs["x-amz-copy-source"] = copy_source(src_bucket, src_key)
         hdrs["x-amz-metadata-directive"] = "REPLACE" if replace_metadata else "COPY"
         if if_match:
@@ -403,7 +219,7 @@ class S3Client:
 
     # -- multipart -----------------------------------------------------------------------------
     def create_multipart(self, bucket: str, key: str, headers: Mapping[str, str] | None = None) -> str:
-        hdrs = _encode_headers(headers)
+        hdrs = encode_headers(headers)
         if self.checksum.use_crc32:  # S3 takes part checksums only for an upload declared so
             hdrs["x-amz-checksum-algorithm"] = "CRC32"
         resp = self.t.request("POST", bucket, key, operation="CreateMultipartUpload",

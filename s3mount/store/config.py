@@ -129,7 +129,7 @@ class S3Connection:
         "part_size": 8 * MiB,
         "max_concurrency": 8,
         "drop_download_cache": True,    # read(): do not leave the file in the page cache
-        "upload_checksum": "auto",      # auto | crc32 | md5 (store/client.py UploadChecksum)
+        "upload_checksum": "auto",      # auto | crc32 | md5 (store/checksums.py UploadChecksum)
     }
 
     def __init__(self, **kwargs: Any):

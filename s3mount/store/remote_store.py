@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Mapping
 
-from .client import (CONTENT_HEADERS, META_PREFIX, SSE_HEADERS, ObjectInfo, S3Client,
-                     decode_meta_value)
+from .client import S3Client
+from .objects import CONTENT_HEADERS, META_PREFIX, SSE_HEADERS, ObjectInfo, decode_meta_value
 from .config import S3Connection
 from .errors import InvalidKeyError, NoSuchBucketError, NotFoundError, RemoteStoreError
 from .names import S3Name, resolve

@@ -14,7 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Mapping
 
 from ..pagecache import PageRecycler
-from .client import ObjectInfo, S3Client
+from .client import S3Client
+from .objects import ObjectInfo
 from .config import MiB, S3Connection
 from .errors import IntegrityError
 
