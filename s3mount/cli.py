@@ -166,7 +166,7 @@ def run_mount(opts: MountOptions) -> None:
         os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
     from .cache import DataCache
     from .fs import Defaults, S3FileSystem
-    from .fuse_ops import S3FUSE, S3Operations
+    from .fuse_ops import S3FUSE, KernelPageCache, S3Operations
     from .store import RemoteStore
 
     store = RemoteStore(conn)
@@ -179,8 +179,13 @@ def run_mount(opts: MountOptions) -> None:
                         file_mode=opts.file_mode, dir_mode=opts.dir_mode,
                         force_owner=opts.uid is not None or opts.gid is not None,
                         store_all=opts.posix_meta == "all")
+    # Page cache is reclaimable, but an object stored there whole pushes out other files'
+    # pages: at most an eighth of the machine's memory per object.
+    kernel_cache = KernelPageCache(opts.mountpoint, max_bytes=os.sysconf("SC_PHYS_PAGES")
+                                   * os.sysconf("SC_PAGE_SIZE") // 8)
     fs = S3FileSystem(store, cache, bucket, opts.prefix, defaults=defaults,
-                      metadata_ttl=opts.metadata_ttl, read_only=opts.read_only)
+                      metadata_ttl=opts.metadata_ttl, read_only=opts.read_only,
+                      kernel_cache=kernel_cache)
 
     if cache.recovered:
         from .fs.recovery import recover
@@ -207,9 +212,10 @@ def run_mount(opts: MountOptions) -> None:
     def collect() -> dict:
         return {"mountpoint": os.path.realpath(opts.mountpoint), "bucket": bucket,
                 "prefix": opts.prefix, **store.transport.stats.snapshot(), **cache.stats(),
-                "uploads": fs.upload_progress()}
+                "uploads": fs.upload_progress(), "kernel_cache_bytes": kernel_cache.stored_bytes}
     stats_server = StatsServer(opts.mountpoint, collect)
-    ops = S3Operations(fs, on_init=on_init, on_destroy=on_destroy, max_read=MAX_READ)
+    ops = S3Operations(fs, on_init=on_init, on_destroy=on_destroy, max_read=MAX_READ,
+                       kernel_cache=kernel_cache)
     log.info("mounting s3://%s/%s at %s (s3mount %s, endpoint %s, credentials from %s)", bucket,
              opts.prefix, opts.mountpoint, __version__, conn.endpoint_info.host,
              conn.credential_source)

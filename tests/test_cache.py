@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
+import time
 
-from conftest import BUCKET, make_file
+import pytest
+
+from conftest import BUCKET, make_file, resident_bytes
 from mountutil import Mount
 from s3mount.fs.upload import MAX_PARTS, layout, part_at, part_bounds
 
@@ -182,6 +186,74 @@ def test_dense_random_reader_gets_the_whole_object_in_large_runs(proxy, store, p
         assert fetched_bytes(proxy) <= size + 8 * MiB
         assert len(gets) < 100
     store.delete(prefix + "dense")
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux fincore")
+def test_filled_object_is_stored_in_the_kernel_page_cache(seaweed, store, prefix, workdir):
+    """docs/SEMANTICS.md claim 8a: once a dense random reader's fill is complete, the object is
+    in the kernel's page cache of the mounted file, so later reads never reach the daemon;
+    the bytes are right, and a write through the mount is read back, not the stored bytes."""
+    from s3mount.stats import fetch
+    size = 24 * MiB + 12345  # a tail that is not a whole page or chunk
+    src = os.path.join(workdir, "dense")
+    make_file(src, size, seed=8)
+    assert store.write(src, prefix + "dense")
+    with open(src, "rb") as f:
+        data = f.read()
+    os.unlink(src)
+    rng = __import__("random").Random(9)
+    with Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"),
+               workdir=os.path.join(workdir, "m")) as m:
+        path = m.path("dense")
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            deadline = time.monotonic() + 60
+            while fetch(m.mnt)["kernel_cache_bytes"] < size and time.monotonic() < deadline:
+                off = rng.randrange(0, size - 4096)
+                assert os.pread(fd, 4096, off) == data[off:off + 4096]
+            assert fetch(m.mnt)["kernel_cache_bytes"] == size
+            assert resident_bytes(path) >= size - 4096
+            hits = fetch(m.mnt)["block_hits"] + fetch(m.mnt)["block_misses"]
+            for _ in range(500):
+                off = rng.randrange(0, size - 4096)
+                assert os.pread(fd, 4096, off) == data[off:off + 4096]
+            assert os.pread(fd, 20000, size - 12345) == data[size - 12345:]
+            assert fetch(m.mnt)["block_hits"] + fetch(m.mnt)["block_misses"] == hits
+            with open(path, "r+b") as w:  # a write goes through and is what is read
+                w.seek(5 * MiB + 7)
+                w.write(b"written after the store")
+            assert os.pread(fd, 23, 5 * MiB + 7) == b"written after the store"
+        finally:
+            os.close(fd)
+        with open(path, "rb") as f:
+            f.seek(5 * MiB)
+            assert f.read(40) == data[5 * MiB:5 * MiB + 7] + b"written after the store" \
+                + data[5 * MiB + 30:5 * MiB + 40]
+    store.delete(prefix + "dense")
+
+
+def test_kernel_store_takes_back_a_chunk_that_changed_meanwhile():
+    """A chunk whose bytes changed while the kernel stored it (a write or close in between) is
+    invalidated again at once, and the store stops there; the checks run before and after."""
+    from s3mount.fuse_ops import KernelPageCache
+    kc = KernelPageCache("/nonexistent", max_bytes=1 << 30)
+    calls = []
+    kc._session = 1
+    kc._node_of = lambda path, owns: 42
+    kc._store = lambda se, node, off, vec, flags: calls.append(("store", node, off,
+                                                                vec._obj.buf.size)) or 0
+    kc._inval = lambda se, node, off, n: calls.append(("inval", node, off, n)) or 0
+    checks = []
+
+    def valid(off, n):
+        checks.append(off)
+        return len(checks) < 4  # chunk 0 checked twice; chunk 1 turns invalid after its store
+    c = kc.CHUNK
+    assert kc.store("/f", 0, 3 * c, owns=lambda fh: True, valid=valid) == c
+    assert calls == [("store", 42, 0, c), ("store", 42, c, c), ("inval", 42, c, c)]
+    assert kc.stored_bytes == c
+    kc.detach()
+    assert kc.store("/f", 0, c, owns=lambda fh: True, valid=lambda o, n: True) == 0
 
 
 def test_fill_thresholds():

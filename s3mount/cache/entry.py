@@ -160,18 +160,21 @@ class CacheEntry:
         self.cache.touch(self, range(first, last + 1))
 
     # -- data ----------------------------------------------------------------------------------
-    def read(self, offset: int, size: int, fetch: Fetch, pool: Executor | None = None) -> bytes:
-        end = self._readable(offset, size, fetch, pool)
+    def read(self, offset: int, size: int, fetch: Fetch, pool: Executor | None = None,
+             on_filled: Callable[[], None] | None = None) -> bytes:
+        end = self._readable(offset, size, fetch, pool, on_filled)
         return os.pread(self.fd, end - offset, offset) if end > offset else b""
 
-    def read_span(self, offset: int, size: int, fetch: Fetch,
-                  pool: Executor | None = None) -> tuple[int, int]:
+    def read_span(self, offset: int, size: int, fetch: Fetch, pool: Executor | None = None,
+                  on_filled: Callable[[], None] | None = None) -> tuple[int, int]:
         """(fd, length): [offset, offset+length) of self.fd is valid, for a reader that reads
-        the file itself (a spliced FUSE reply)."""
-        end = self._readable(offset, size, fetch, pool)
+        the file itself (a spliced FUSE reply). `on_filled` is called (in a fill thread) if this
+        read starts a whole-object fill and the fill completes."""
+        end = self._readable(offset, size, fetch, pool, on_filled)
         return self.fd, max(0, end - offset)
 
-    def _readable(self, offset: int, size: int, fetch: Fetch, pool: Executor | None) -> int:
+    def _readable(self, offset: int, size: int, fetch: Fetch, pool: Executor | None,
+                  on_filled: Callable[[], None] | None = None) -> int:
         """Make [offset, offset+size) (cut at the end of the file) valid in the file, start any
         readahead or fill the access pattern calls for, and return the cut end."""
         with self.lock:
@@ -202,8 +205,9 @@ class CacheEntry:
         else:
             self.ensure(offset, end, fetch, pool, ahead)
         if start_fill:
+            chains = [self.cache.fill_streams]  # those still running; the last one reports
             for _ in range(self.cache.fill_streams):
-                pool.submit(self._fill_chain, fetch)
+                pool.submit(self._fill_chain, fetch, chains, on_filled)
         return end
 
     def _recycle_behind(self, end: int, run_bytes: int) -> None:
@@ -239,10 +243,22 @@ class CacheEntry:
         self.fill_next = 0
         return True
 
-    def _fill_chain(self, fetch: Fetch) -> None:
+    def _fill_chain(self, fetch: Fetch, chains: list[int] | None = None,
+                    on_filled: Callable[[], None] | None = None) -> None:
         """One of `fill_streams` loops that claim and fetch the next missing 8 MiB run, in
         order, until the object is complete, a fetch fails, or the last handle is closed.
         Runs are claimed one at a time, so a reader never waits behind queued ones."""
+        try:
+            self._fill_runs(fetch)
+        finally:
+            if chains is not None:
+                with self.lock:
+                    chains[0] -= 1
+                    last = chains[0] == 0
+                if last and on_filled is not None and self._complete_clean():
+                    on_filled()
+
+    def _fill_runs(self, fetch: Fetch) -> None:
         run = self.cache.max_run_blocks
         while True:
             with self.lock:
@@ -260,6 +276,18 @@ class CacheEntry:
             with self.lock:
                 if any(b in self.failed for a, z in runs for b in range(a, z + 1)):
                     return  # a reader that needs these blocks sees the error and retries
+
+    def _complete_clean(self) -> bool:
+        """Every block of the remote object is here (after any fetch in flight), none written."""
+        with self.lock:
+            waits = list({id(ev): ev for ev in self.inflight.values()}.values())
+        for ev in waits:
+            ev.wait()
+        with self.lock:
+            nblocks = -(-self.remote_size // self.bs)
+            return (not self.discarded and not self.dirty and self.fd >= 0
+                    and self.size == self.remote_size and len(self.present) >= nblocks
+                    and all(b in self.present for b in range(nblocks)))
 
     def write(self, offset: int, data: bytes, fetch: Fetch) -> int:
         end = offset + len(data)

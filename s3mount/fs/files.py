@@ -8,6 +8,7 @@ returns EIO and leaves the data dirty in the cache, to be tried again by the nex
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import logging
 import mimetypes
@@ -29,8 +30,12 @@ SMALL_OBJECT = 64 * 1024  # fetched whole at open when a listing is all we know 
 
 
 class FileOps(FsCore):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, kernel_cache=None, **kwargs):
+        """`kernel_cache`: where objects fetched whole for a dense random reader are handed to
+        the kernel's page cache (fuse_ops.KernelPageCache: store(path, size, current_fd),
+        max_bytes); None keeps them in the cache file only."""
         super().__init__(*args, **kwargs)
+        self.kernel_cache = kernel_cache
         self.files: dict[str, OpenFile] = {}
         self.handles: dict[int, Handle] = {}
         self._kernel_etags: dict[str, str | None] = {}  # path -> ETag the page cache holds
@@ -72,6 +77,8 @@ class FileOps(FsCore):
         if of.closed:
             return None
         of.refs += 1
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+            of.kernel_store_blocked = True  # a writer (or its mmap) owns the page cache now
         fh = next(self._fh)
         etag = of.entry.etag
         keep = etag is not None and self._kernel_etags.get(of.path) == etag
@@ -144,6 +151,10 @@ class FileOps(FsCore):
                 if data is not None and of.entry.etag == attr.etag:
                     self._preload(of, data)
                 break
+        if writing and self.kernel_cache is not None:
+            # A chunk being stored now was checked before this open: wait until it is in,
+            # so that it cannot land on what this writer puts in the page cache (an mmap).
+            self.kernel_cache.quiesce()
         if flags & os.O_TRUNC and of.entry.size:
             try:
                 of.entry.truncate(0)
@@ -195,7 +206,43 @@ class FileOps(FsCore):
         """Make up to `size` bytes at `offset` valid in the cache file and return (its fd, how
         many bytes there are to read), for a reply that the FUSE layer splices from the file."""
         of = self._handle(fh).file
-        return of.entry.read_span(offset, size, self._fetcher(of), self.fetch_pool)
+        on_filled = None if self.kernel_cache is None else functools.partial(self._to_kernel, of)
+        return of.entry.read_span(offset, size, self._fetcher(of), self.fetch_pool, on_filled)
+
+    def _to_kernel(self, of: OpenFile) -> None:
+        """The whole object is in the cache file behind a dense random reader: put it in the
+        kernel's page cache too, so its remaining reads never reach the daemon. Stops when the
+        file is opened for writing, or its last handle closes (docs/SEMANTICS.md)."""
+        entry = of.entry
+        with self.lock:
+            if of.kernel_store_blocked:
+                return
+        with entry.lock:
+            stamp = (entry.writes, entry.size)
+            if entry.size > self.kernel_cache.max_bytes or entry.is_dirty or entry.discarded \
+                    or entry.fd < 0:
+                return
+            fd = os.dup(entry.fd)  # entry.fd may close while the store reads it: ours may not
+
+        def owns(fh: int) -> bool:
+            with self.lock:
+                h = self.handles.get(fh)
+                return h is not None and h.file is of and of.entry is entry
+
+        def valid(offset: int, length: int) -> bool:
+            with self.lock:
+                if of.closed or of.entry is not entry or of.kernel_store_blocked:
+                    return False
+            blocks = range(offset // entry.bs, (offset + length - 1) // entry.bs + 1)
+            with entry.lock:
+                return ((entry.writes, entry.size) == stamp and not entry.is_dirty
+                        and not entry.discarded and all(b in entry.present for b in blocks))
+        try:
+            with self.lock:
+                path = of.path
+            self.kernel_cache.store(path, fd, stamp[1], owns, valid)
+        finally:
+            os.close(fd)
 
     def write(self, fh: int, data: bytes | memoryview, offset: int) -> int:
         """`data` may be a view of the caller's buffer: it is written to the cache file and not

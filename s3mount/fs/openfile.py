@@ -25,6 +25,7 @@ class OpenFile:
         self.session: UploadSession | None = None
         self.uploading = False
         self.closed = False  # its cache entry was given back: never used again
+        self.kernel_store_blocked = False  # opened for writing: never stored in the page cache
         self.journal_extra()
 
     def journal_extra(self) -> None:
