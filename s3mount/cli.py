@@ -166,7 +166,8 @@ def run_mount(opts: MountOptions) -> None:
         os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
     from .cache import DataCache
     from .fs import Defaults, S3FileSystem
-    from .fuse_ops import S3FUSE, KernelPageCache, S3Operations
+    from .fuse_kernel import KernelPageCache
+    from .fuse_ops import S3FUSE, S3Operations
     from .store import RemoteStore
 
     store = RemoteStore(conn)

@@ -20,6 +20,7 @@ import mfusepy
 from .fs import S3FileSystem
 from .fs.attrs import Attr
 from .fs.errors import FsError, to_errno
+from .fuse_kernel import FD_SEEK_RETRY, BufVec, KernelPageCache, libc_malloc
 
 log = logging.getLogger("s3mount.fuse")
 
@@ -79,12 +80,12 @@ class S3FUSE(mfusepy.FUSE):
         daemon's CPU in a cached sequential read, bench/README.md). Small replies, and
         libfuse 2, are copied by libfuse from the same span."""
         fd, length = self.operations.read_fd(None, size, offset, fip.contents.fh)
-        addr = _libc_malloc(ctypes.sizeof(_BufVec))
+        addr = libc_malloc(ctypes.sizeof(BufVec))
         if not addr:
             return -errno.ENOMEM
-        vec = _BufVec.from_address(addr)  # libfuse frees it with free() after the reply
+        vec = BufVec.from_address(addr)  # libfuse frees it with free() after the reply
         vec.count, vec.idx, vec.off = 1, 0, 0
-        vec.buf.size, vec.buf.flags, vec.buf.mem = length, _FD_SEEK_RETRY, None
+        vec.buf.size, vec.buf.flags, vec.buf.mem = length, FD_SEEK_RETRY, None
         vec.buf.fd, vec.buf.pos = fd, offset
         ctypes.cast(bufpp, ctypes.POINTER(ctypes.c_void_p))[0] = addr
         return 0
@@ -95,134 +96,7 @@ class S3FUSE(mfusepy.FUSE):
         return self.operations.write(None, _view(buf, size), offset, fip.contents.fh)
 
 
-class _Buf(ctypes.Structure):  # struct fuse_buf (fuse_common.h)
-    _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", ctypes.c_void_p),
-                ("fd", ctypes.c_int), ("pos", ctypes.c_int64)]
-
-
-class _BufVec(ctypes.Structure):  # struct fuse_bufvec with its one inline fuse_buf
-    _fields_ = [("count", ctypes.c_size_t), ("idx", ctypes.c_size_t), ("off", ctypes.c_size_t),
-                ("buf", _Buf)]
-
-
-_FD_SEEK_RETRY = (1 << 1) | (1 << 2) | (1 << 3)  # FUSE_BUF_IS_FD | FD_SEEK | FD_RETRY
 FUSE_CAP_SPLICE_WRITE = 1 << 7
-_libc = ctypes.CDLL(None)
-_libc_malloc = _libc.malloc
-_libc_malloc.restype = ctypes.c_void_p
-_libc_malloc.argtypes = [ctypes.c_size_t]
-
-
-class KernelPageCache:
-    """Puts a cache file's bytes into the kernel's page cache of the mounted file
-    (FUSE_NOTIFY_STORE), so that later reads of them never reach the daemon.
-
-    For objects the fs has fetched whole behind a dense random reader: a 4 KiB read that
-    reaches the daemon costs 45-60 us here (context switches between the reader, the kernel and
-    a libfuse thread on 2 vCPUs; bench/README.md), one the page cache serves in about 1 us.
-    libfuse 3 only. The fs decides what to store and vouches for the bytes (`owns`, `valid`)."""
-
-    CHUNK = (1 << 20) - (16 << 10)  # with its header it fits a 1 MiB pipe: spliced, not copied
-
-    def __init__(self, mountpoint: str, max_bytes: int):
-        self.mountpoint = os.path.abspath(mountpoint)
-        self.max_bytes = max_bytes  # larger objects are left to the kernel's own caching
-        self._session = None
-        self._store = self._inval = None
-        if mfusepy.fuse_version_major >= 3:
-            lib = mfusepy._libfuse
-            self._store = getattr(lib, "fuse_lowlevel_notify_store", None)
-            self._inval = getattr(lib, "fuse_lowlevel_notify_inval_inode", None)
-        if self._store is not None and self._inval is not None:
-            self._store.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64,
-                                    ctypes.POINTER(_BufVec), ctypes.c_int]
-            self._store.restype = ctypes.c_int
-            self._inval.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64,
-                                    ctypes.c_int64]
-            self._inval.restype = ctypes.c_int
-        else:
-            self._store = None
-        self.stored_bytes = 0
-        self._lock = threading.Lock()        # one store at a time: they share disk and CPU
-        self._chunk_lock = threading.Lock()  # held around each call into the session
-        self._opener = -1                    # native thread id of the store opening a file
-        self._own_opens: dict[str, int] = {}
-
-    def attach(self) -> None:
-        """Called in FUSE init, where libfuse's context names the session."""
-        if self._store is None:
-            return
-        get_session = mfusepy._libfuse.fuse_get_session
-        get_session.argtypes, get_session.restype = [ctypes.c_void_p], ctypes.c_void_p
-        self._session = get_session(mfusepy._libfuse.fuse_get_context().contents.fuse)
-
-    def detach(self) -> None:
-        """Called in FUSE destroy: no call into the session may follow (libfuse frees it)."""
-        with self._chunk_lock:
-            self._session = None
-
-    def quiesce(self, timeout: float = 1.0) -> None:
-        """Return once no chunk is being stored (the next one checks validity first). Bounded:
-        a chunk can wait on page locks of reads that libfuse workers serve, and the caller is
-        one of them; a chunk takes about a millisecond."""
-        if self._chunk_lock.acquire(timeout=timeout):
-            self._chunk_lock.release()
-
-    def opened(self, path: str, fh: int, pid: int) -> None:
-        """Every open: the one a store makes through the mount is told apart by its thread
-        id (FUSE passes the caller's thread id as the pid)."""
-        if pid == self._opener:
-            self._own_opens[path] = fh
-
-    def _node_of(self, path: str, owns: Callable[[int], bool]) -> int | None:
-        """The node id FUSE knows `path` by, found by opening it through the mount (fstat
-        gives it as st_ino), with proof from the fs that this open is of the file to store:
-        the handle (fh) our open callback gave it."""
-        self._opener = threading.get_native_id()
-        try:
-            fd = os.open(self.mountpoint + path, os.O_RDONLY)
-        except OSError as e:
-            log.debug("page cache store of %s: open failed: %s", path, e)
-            return None
-        finally:
-            self._opener = -1
-        try:
-            fh = self._own_opens.pop(path, None)
-            nodeid = os.fstat(fd).st_ino
-            return nodeid if fh is not None and owns(fh) else None
-        finally:
-            os.close(fd)  # the inode stays: the reader that made us store it holds it open
-
-    def store(self, path: str, fd: int, size: int, owns: Callable[[int], bool],
-              valid: Callable[[int, int], bool]) -> int:
-        """Store bytes [0, size) of `fd` (the cache file) as the page cache of the mounted
-        `path`; returns the bytes stored. `valid(offset, length)` is asked before and after
-        each chunk: a chunk that turns invalid meanwhile (a write, a close) is invalidated in
-        the kernel again, so no stale page outlives the change."""
-        if self._session is None or size <= 0:
-            return 0
-        with self._lock:
-            nodeid = self._node_of(path, owns)
-            done = 0
-            vec = _BufVec()
-            while nodeid is not None and done < size:
-                n = min(self.CHUNK, size - done)
-                with self._chunk_lock:
-                    if self._session is None or not valid(done, n):
-                        break
-                    vec.count, vec.idx, vec.off = 1, 0, 0  # libfuse advances them as it copies
-                    vec.buf.size, vec.buf.flags, vec.buf.mem = n, _FD_SEEK_RETRY, None
-                    vec.buf.fd, vec.buf.pos = fd, done
-                    err = self._store(self._session, nodeid, done, ctypes.byref(vec), 0)
-                    if not err and not valid(done, n):
-                        err = self._inval(self._session, nodeid, done, n) or -errno.ESTALE
-                if err:
-                    log.debug("page cache store of %s stopped at %d: %s", path, done,
-                              os.strerror(-err))
-                    break
-                done += n
-            self.stored_bytes += done
-            return done
 
 
 def _view(buf, size: int) -> memoryview:

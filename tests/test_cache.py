@@ -235,7 +235,7 @@ def test_filled_object_is_stored_in_the_kernel_page_cache(seaweed, store, prefix
 def test_kernel_store_takes_back_a_chunk_that_changed_meanwhile():
     """A chunk whose bytes changed while the kernel stored it (a write or close in between) is
     invalidated again at once, and the store stops there; the checks run before and after."""
-    from s3mount.fuse_ops import KernelPageCache
+    from s3mount.fuse_kernel import KernelPageCache
     kc = KernelPageCache("/nonexistent", max_bytes=1 << 30)
     calls = []
     kc._session = 1
