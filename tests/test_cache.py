@@ -190,7 +190,7 @@ def test_dense_random_reader_gets_the_whole_object_in_large_runs(proxy, store, p
 
 @pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux fincore")
 def test_filled_object_is_stored_in_the_kernel_page_cache(seaweed, store, prefix, workdir):
-    """docs/SEMANTICS.md claim 8a: once a dense random reader's fill is complete, the object is
+    """docs/SEMANTICS.md claim 9 (filled objects): once a dense random reader's fill is complete, the object is
     in the kernel's page cache of the mounted file, so later reads never reach the daemon;
     the bytes are right, and a write through the mount is read back, not the stored bytes."""
     from s3mount.stats import fetch
@@ -230,6 +230,27 @@ def test_filled_object_is_stored_in_the_kernel_page_cache(seaweed, store, prefix
             assert f.read(40) == data[5 * MiB:5 * MiB + 7] + b"written after the store" \
                 + data[5 * MiB + 30:5 * MiB + 40]
     store.delete(prefix + "dense")
+
+
+def test_kernel_page_cache_is_kept_across_opens_while_the_etag_is_unchanged(mount, store,
+                                                                             prefix):
+    """docs/SEMANTICS.md claim 9 (kernel cache): a file read once is read again from the
+    kernel's page cache after a close and reopen (no read reaches the daemon); once the object
+    changed in S3, the next open after the metadata TTL reads the new bytes."""
+    from s3mount.stats import fetch
+    old, new = os.urandom(3 * MiB), os.urandom(3 * MiB)
+    store.client.put(BUCKET, prefix + "kept", old)
+    path = mount.path("kept")
+    with open(path, "rb") as f:
+        assert f.read() == old
+    reads = fetch(mount.mnt)["block_hits"] + fetch(mount.mnt)["block_misses"]
+    with open(path, "rb") as f:
+        assert f.read() == old
+    assert fetch(mount.mnt)["block_hits"] + fetch(mount.mnt)["block_misses"] == reads
+    store.client.put(BUCKET, prefix + "kept", new)
+    time.sleep(1.5)  # the mount's metadata TTL is 1 s
+    with open(path, "rb") as f:
+        assert f.read() == new
 
 
 def test_kernel_store_takes_back_a_chunk_that_changed_meanwhile():
