@@ -18,6 +18,17 @@ from s3mount.fs.upload import MAX_PARTS, layout, part_at, part_bounds
 MiB = 1 << 20
 
 
+def put_made_file(store, workdir: str, key: str, size: int, seed: int) -> bytes:
+    """Put `size` pseudo-random bytes (make_file) at `key` with RemoteStore.write; returns them."""
+    src = os.path.join(workdir, "src-" + key.replace("/", "_"))
+    make_file(src, size, seed=seed)
+    assert store.write(src, key)
+    with open(src, "rb") as f:
+        data = f.read()
+    os.unlink(src)
+    return data
+
+
 def fetched_bytes(proxy) -> int:
     total = 0
     for meth, target, rng in proxy.ranges:
@@ -164,12 +175,7 @@ def test_dense_random_reader_gets_the_whole_object_in_large_runs(proxy, store, p
     mount fetch the rest of the object in parallel 8 MiB runs: the object is fetched about once,
     in far fewer GETs than one per block, and every byte read is right."""
     size = 64 * MiB
-    src = os.path.join(workdir, "dense")
-    make_file(src, size, seed=33)
-    assert store.write(src, prefix + "dense")
-    with open(src, "rb") as f:
-        data = f.read()
-    os.unlink(src)
+    data = put_made_file(store, workdir, prefix + "dense", size, seed=33)
     rng = __import__("random").Random(5)
     offsets = [rng.randrange(0, size - 4096) for _ in range(400)]
     with Mount(proxy.endpoint, BUCKET, prefix.rstrip("/"), workdir=os.path.join(workdir, "m")) as m:
@@ -195,12 +201,7 @@ def test_filled_object_is_stored_in_the_kernel_page_cache(seaweed, store, prefix
     the bytes are right, and a write through the mount is read back, not the stored bytes."""
     from s3mount.stats import fetch
     size = 24 * MiB + 12345  # a tail that is not a whole page or chunk
-    src = os.path.join(workdir, "dense")
-    make_file(src, size, seed=8)
-    assert store.write(src, prefix + "dense")
-    with open(src, "rb") as f:
-        data = f.read()
-    os.unlink(src)
+    data = put_made_file(store, workdir, prefix + "dense", size, seed=8)
     rng = __import__("random").Random(9)
     with Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"),
                workdir=os.path.join(workdir, "m")) as m:
