@@ -233,6 +233,35 @@ def test_filled_object_is_stored_in_the_kernel_page_cache(seaweed, store, prefix
     store.delete(prefix + "dense")
 
 
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux fincore")
+def test_a_file_open_for_writing_is_not_stored_in_the_kernel_page_cache(seaweed, store, prefix,
+                                                                        workdir):
+    """docs/SEMANTICS.md claim 9 (filled objects): while a handle is open for writing (whose
+    mmap could be writing into the page cache), a completed fill stores nothing there."""
+    from s3mount.stats import fetch
+    size = 16 * MiB
+    data = put_made_file(store, workdir, prefix + "dense", size, seed=4)
+    rng = __import__("random").Random(2)
+    with Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"),
+               workdir=os.path.join(workdir, "m")) as m:
+        path = m.path("dense")
+        writer = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            deadline = time.monotonic() + 60
+            while fetch(m.mnt)["cache_bytes"] < size and time.monotonic() < deadline:
+                off = rng.randrange(0, size - 4096)
+                assert os.pread(fd, 4096, off) == data[off:off + 4096]
+            assert fetch(m.mnt)["cache_bytes"] >= size  # the fill is complete
+            time.sleep(1)
+            assert fetch(m.mnt)["kernel_cache_bytes"] == 0
+            assert resident_bytes(path) < size // 2
+        finally:
+            os.close(fd)
+            os.close(writer)
+    store.delete(prefix + "dense")
+
+
 def test_kernel_page_cache_is_kept_across_opens_while_the_etag_is_unchanged(mount, store,
                                                                              prefix):
     """docs/SEMANTICS.md claim 9 (kernel cache): a file read once is read again from the
