@@ -32,8 +32,8 @@ SMALL_OBJECT = 64 * 1024  # fetched whole at open when a listing is all we know 
 class FileOps(Writeback):
     def __init__(self, *args, kernel_cache=None, **kwargs):
         """`kernel_cache`: where objects fetched whole for a dense random reader are handed to
-        the kernel's page cache (fuse_ops.KernelPageCache: store(path, size, current_fd),
-        max_bytes); None keeps them in the cache file only."""
+        the kernel's page cache (fuse_kernel.KernelPageCache: max_bytes, store, quiesce); None
+        keeps them in the cache file only."""
         super().__init__(*args, **kwargs)
         self.kernel_cache = kernel_cache
         self.files: dict[str, OpenFile] = {}
