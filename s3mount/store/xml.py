@@ -108,13 +108,18 @@ def peek_next_token(body: bytes) -> str | None:
     return html.unescape(m.group(1).decode("utf-8")) if m and m.group(1) else None
 
 
+# Objects listed together were mostly written in the same few seconds: one parse per distinct
+# LastModified (10,000 objects: 25 ms of a listing's ~150 ms of CPU before, cProfile).
+_listed_mtime = functools.lru_cache(maxsize=4096)(parse_http_date_iso)
+
+
 def parse_list_v2(body: bytes) -> ListPage:
     root = parse(body)
     url_encoded = _text(root, "EncodingType") == "url"
 
     def key_of(s: str | None) -> str:
         s = s or ""
-        return unquote_plus(s) if url_encoded else s
+        return unquote_plus(s) if url_encoded and ("%" in s or "+" in s) else s
 
     page = ListPage()
     for c in root.iterfind("Contents"):
@@ -122,7 +127,7 @@ def parse_list_v2(body: bytes) -> ListPage:
         page.objects.append(ListedObject(
             key=key_of(text("Key")),
             size=int(text("Size") or 0),
-            mtime=parse_http_date_iso(text("LastModified") or "1970-01-01T00:00:00Z"),
+            mtime=_listed_mtime(text("LastModified") or "1970-01-01T00:00:00Z"),
             etag=(text("ETag") or "").strip('"'),
             storage_class=text("StorageClass") or None))
     for p in root.findall("CommonPrefixes"):
