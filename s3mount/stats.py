@@ -91,6 +91,8 @@ def render(d: dict) -> str:
     rate = f"{100 * hits / (hits + misses):.1f}%" if hits + misses else "n/a"
     lines.append(f"cache       {_mib(d.get('cache_bytes', 0))} of {_mib(d.get('cache_capacity', 0))}, "
                  f"hit rate {rate} ({hits} hits, {misses} misses)")
+    lines.append(f"kernel      {_mib(d.get('kernel_cache_bytes', 0))} of filled objects stored in "
+                 "the page cache")
     lines.append(f"dirty       {_mib(d.get('dirty_bytes', 0))} waiting for upload")
     ups = d.get("uploads", [])
     lines.append(f"uploads     {len(ups)} in flight")

@@ -204,7 +204,8 @@ def test_stats_shows_upload_in_flight(mount):
     assert up["path"] == "/upload" and up["size"] > 0 and 0 <= up["sent"] <= up["size"]
     text = subprocess.run([sys.executable, "-m", "s3mount", "stats", mount.mnt],
                           capture_output=True, text=True).stdout
-    for word in ("requests", "transfer", "cache", "hit rate", "dirty", "uploads", "errors"):
+    for word in ("requests", "transfer", "cache", "hit rate", "kernel", "dirty", "uploads",
+                 "errors"):
         assert word in text
     assert json.loads(subprocess.run([sys.executable, "-m", "s3mount", "stats", mount.mnt,
                                       "--json"], capture_output=True, text=True).stdout
