@@ -194,11 +194,20 @@ def test_dense_random_reader_gets_the_whole_object_in_large_runs(proxy, store, p
     store.delete(prefix + "dense")
 
 
+def read_at_random_until(fd: int, data: bytes, rng, done, timeout: float = 60) -> None:
+    """4 KiB reads of `fd` at random offsets, each checked against `data`, until done()."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        off = rng.randrange(0, len(data) - 4096)
+        assert os.pread(fd, 4096, off) == data[off:off + 4096]
+
+
 @pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux fincore")
 def test_filled_object_is_stored_in_the_kernel_page_cache(seaweed, store, prefix, workdir):
-    """docs/SEMANTICS.md claim 9 (filled objects): once a dense random reader's fill is complete, the object is
-    in the kernel's page cache of the mounted file, so later reads never reach the daemon;
-    the bytes are right, and a write through the mount is read back, not the stored bytes."""
+    """docs/SEMANTICS.md claim 9 (filled objects): once a dense random reader's fill is
+    complete, the object is in the kernel's page cache of the mounted file, so later reads never
+    reach the daemon; the bytes are right, and a write through the mount is read back, not the
+    stored bytes."""
     from s3mount.stats import fetch
     size = 24 * MiB + 12345  # a tail that is not a whole page or chunk
     data = put_made_file(store, workdir, prefix + "dense", size, seed=8)
@@ -208,10 +217,7 @@ def test_filled_object_is_stored_in_the_kernel_page_cache(seaweed, store, prefix
         path = m.path("dense")
         fd = os.open(path, os.O_RDONLY)
         try:
-            deadline = time.monotonic() + 60
-            while fetch(m.mnt)["kernel_cache_bytes"] < size and time.monotonic() < deadline:
-                off = rng.randrange(0, size - 4096)
-                assert os.pread(fd, 4096, off) == data[off:off + 4096]
+            read_at_random_until(fd, data, rng, lambda: fetch(m.mnt)["kernel_cache_bytes"] >= size)
             assert fetch(m.mnt)["kernel_cache_bytes"] == size
             assert resident_bytes(path) >= size - 4096
             hits = fetch(m.mnt)["block_hits"] + fetch(m.mnt)["block_misses"]
@@ -248,10 +254,7 @@ def test_a_file_open_for_writing_is_not_stored_in_the_kernel_page_cache(seaweed,
         writer = os.open(path, os.O_RDWR)
         fd = os.open(path, os.O_RDONLY)
         try:
-            deadline = time.monotonic() + 60
-            while fetch(m.mnt)["cache_bytes"] < size and time.monotonic() < deadline:
-                off = rng.randrange(0, size - 4096)
-                assert os.pread(fd, 4096, off) == data[off:off + 4096]
+            read_at_random_until(fd, data, rng, lambda: fetch(m.mnt)["cache_bytes"] >= size)
             assert fetch(m.mnt)["cache_bytes"] >= size  # the fill is complete
             time.sleep(1)
             assert fetch(m.mnt)["kernel_cache_bytes"] == 0
