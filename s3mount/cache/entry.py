@@ -247,7 +247,8 @@ class CacheEntry:
                     on_filled: Callable[[], None] | None = None) -> None:
         """One of `fill_streams` loops that claim and fetch the next missing 8 MiB run, in
         order, until the object is complete, a fetch fails, or the last handle is closed.
-        Runs are claimed one at a time, so a reader never waits behind queued ones."""
+        Runs are claimed one at a time, so a reader never waits behind queued ones. The last
+        loop to end calls `on_filled` if the object is then complete and unwritten."""
         try:
             self._fill_runs(fetch)
         finally:
