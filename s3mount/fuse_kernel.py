@@ -91,9 +91,14 @@ class KernelPageCache:
         if self._chunk_lock.acquire(timeout=timeout):
             self._chunk_lock.release()
 
+    @property
+    def opening(self) -> bool:
+        """A store is opening its file through the mount right now."""
+        return self._opener != -1
+
     def opened(self, path: str, fh: int, pid: int) -> None:
-        """Every open: the one a store makes through the mount is told apart by its thread
-        id (FUSE passes the caller's thread id as the pid)."""
+        """An open made while `opening`: the store's own is told apart by its thread id
+        (FUSE passes the caller's thread id as the pid)."""
         if pid == self._opener:
             self._own_opens[path] = fh
 

@@ -226,7 +226,7 @@ class S3Operations(mfusepy.Operations):
     @translated
     def open(self, path, flags):
         fh = self.fs.open(path, flags)
-        if self.kernel_cache is not None:
+        if self.kernel_cache is not None and self.kernel_cache.opening:
             self.kernel_cache.opened(path, fh, mfusepy.fuse_get_context()[2])
         return fh
 
