@@ -66,7 +66,7 @@ class KernelPageCache:
         else:
             self._store = None
         self.stored_bytes = 0
-        self._lock = threading.Lock()        # one store at a time: they share disk and CPU
+        self._lock = threading.Lock()        # one open through the mount at a time
         self._chunk_lock = threading.Lock()  # held around each call into the session
         self._opener = -1                    # native thread id of the store opening a file
         self._own_opens: dict[str, int] = {}
@@ -102,52 +102,53 @@ class KernelPageCache:
         if pid == self._opener:
             self._own_opens[path] = fh
 
-    def _node_of(self, path: str, owns: Callable[[int], bool]) -> int | None:
+    def node_of(self, path: str, owns: Callable[[int], bool]) -> int | None:
         """The node id FUSE knows `path` by, found by opening it through the mount (fstat
         gives it as st_ino), with proof from the fs that this open is of the file to store:
-        the handle (fh) our open callback gave it."""
-        self._opener = threading.get_native_id()
-        try:
-            fd = os.open(self.mountpoint + path, os.O_RDONLY)
-        except OSError as e:
-            log.debug("page cache store of %s: open failed: %s", path, e)
+        the handle (fh) our open callback gave it. None if it cannot be had."""
+        if self._session is None:
             return None
-        finally:
-            self._opener = -1
-        try:
-            fh = self._own_opens.pop(path, None)
-            nodeid = os.fstat(fd).st_ino
-            return nodeid if fh is not None and owns(fh) else None
-        finally:
-            os.close(fd)  # the inode stays: the reader that made us store it holds it open
+        with self._lock:  # one opener at a time: its thread id tells its open apart
+            self._opener = threading.get_native_id()
+            try:
+                fd = os.open(self.mountpoint + path, os.O_RDONLY)
+            except OSError as e:
+                log.debug("page cache store of %s: open failed: %s", path, e)
+                return None
+            finally:
+                self._opener = -1
+            try:
+                fh = self._own_opens.pop(path, None)
+                nodeid = os.fstat(fd).st_ino
+                return nodeid if fh is not None and owns(fh) else None
+            finally:
+                os.close(fd)  # the inode stays: the reader that made us store it holds it open
 
-    def store(self, path: str, fd: int, size: int, owns: Callable[[int], bool],
+    def store(self, nodeid: int, fd: int, offset: int, length: int,
               valid: Callable[[int, int], bool]) -> int:
-        """Store bytes [0, size) of `fd` (the cache file) as the page cache of the mounted
-        `path`; returns the bytes stored. `valid(offset, length)` is asked before and after
-        each chunk: a chunk that turns invalid meanwhile (a write, a close) is invalidated in
-        the kernel again, so no stale page outlives the change."""
-        if self._session is None or size <= 0:
-            return 0
-        with self._lock:
-            nodeid = self._node_of(path, owns)
-            done = 0
-            vec = BufVec()
-            while nodeid is not None and done < size:
-                n = min(self.CHUNK, size - done)
-                with self._chunk_lock:
-                    if self._session is None or not valid(done, n):
-                        break
-                    vec.count, vec.idx, vec.off = 1, 0, 0  # libfuse advances them as it copies
-                    vec.buf.size, vec.buf.flags, vec.buf.mem = n, FD_SEEK_RETRY, None
-                    vec.buf.fd, vec.buf.pos = fd, done
-                    err = self._store(self._session, nodeid, done, ctypes.byref(vec), 0)
-                    if not err and not valid(done, n):
-                        err = self._inval(self._session, nodeid, done, n) or -errno.ESTALE
-                if err:
-                    log.debug("page cache store of %s stopped at %d: %s", path, done,
-                              os.strerror(-err))
+        """Store bytes [offset, offset+length) of `fd` (the cache file; offset a page
+        boundary) as that range of node `nodeid`'s page cache; returns the bytes stored.
+        `valid(offset, length)` is asked before and after each chunk: a chunk that turns
+        invalid meanwhile (a write, a close) is invalidated in the kernel again, so no stale
+        page outlives the change."""
+        done = 0
+        vec = BufVec()
+        while done < length:
+            n = min(self.CHUNK, length - done)
+            pos = offset + done
+            with self._chunk_lock:
+                if self._session is None or not valid(pos, n):
                     break
-                done += n
-            self.stored_bytes += done
-            return done
+                vec.count, vec.idx, vec.off = 1, 0, 0  # libfuse advances them as it copies
+                vec.buf.size, vec.buf.flags, vec.buf.mem = n, FD_SEEK_RETRY, None
+                vec.buf.fd, vec.buf.pos = fd, pos
+                err = self._store(self._session, nodeid, pos, ctypes.byref(vec), 0)
+                if not err and not valid(pos, n):
+                    err = self._inval(self._session, nodeid, pos, n) or -errno.ESTALE
+            if err:
+                log.debug("page cache store of node %d stopped at %d: %s", nodeid, pos,
+                          os.strerror(-err))
+                break
+            done += n
+        self.stored_bytes += done  # statistics only: stores of different files may race here
+        return done

@@ -293,7 +293,6 @@ def test_kernel_store_takes_back_a_chunk_that_changed_meanwhile():
     kc = KernelPageCache("/nonexistent", max_bytes=1 << 30)
     calls = []
     kc._session = 1
-    kc._node_of = lambda path, owns: 42
     kc._store = lambda se, node, off, vec, flags: calls.append(("store", node, off,
                                                                 vec._obj.buf.size)) or 0
     kc._inval = lambda se, node, off, n: calls.append(("inval", node, off, n)) or 0
@@ -303,11 +302,13 @@ def test_kernel_store_takes_back_a_chunk_that_changed_meanwhile():
         checks.append(off)
         return len(checks) < 4  # chunk 0 checked twice; chunk 1 turns invalid after its store
     c = kc.CHUNK
-    assert kc.store("/f", 0, 3 * c, owns=lambda fh: True, valid=valid) == c
-    assert calls == [("store", 42, 0, c), ("store", 42, c, c), ("inval", 42, c, c)]
+    assert kc.store(42, 0, 8192, 3 * c, valid=valid) == c
+    assert calls == [("store", 42, 8192, c), ("store", 42, 8192 + c, c),
+                     ("inval", 42, 8192 + c, c)]
     assert kc.stored_bytes == c
     kc.detach()
-    assert kc.store("/f", 0, c, owns=lambda fh: True, valid=lambda o, n: True) == 0
+    assert kc.store(42, 0, 0, c, valid=lambda o, n: True) == 0
+    assert kc.node_of("/f", owns=lambda fh: True) is None  # no session: no open either
 
 
 def test_fill_thresholds():

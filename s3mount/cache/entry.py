@@ -161,20 +161,21 @@ class CacheEntry:
 
     # -- data ----------------------------------------------------------------------------------
     def read(self, offset: int, size: int, fetch: Fetch, pool: Executor | None = None,
-             on_filled: Callable[[], None] | None = None) -> bytes:
-        end = self._readable(offset, size, fetch, pool, on_filled)
+             on_fill: Callable[[bool], None] | None = None) -> bytes:
+        end = self._readable(offset, size, fetch, pool, on_fill)
         return os.pread(self.fd, end - offset, offset) if end > offset else b""
 
     def read_span(self, offset: int, size: int, fetch: Fetch, pool: Executor | None = None,
-                  on_filled: Callable[[], None] | None = None) -> tuple[int, int]:
+                  on_fill: Callable[[bool], None] | None = None) -> tuple[int, int]:
         """(fd, length): [offset, offset+length) of self.fd is valid, for a reader that reads
-        the file itself (a spliced FUSE reply). `on_filled` is called (in a fill thread) if this
-        read starts a whole-object fill and the fill completes."""
-        end = self._readable(offset, size, fetch, pool, on_filled)
+        the file itself (a spliced FUSE reply). If this read starts a whole-object fill,
+        `on_fill(ended)` is called in the fill's threads: after each run lands (False), and
+        once when the fill is over (True; by then whatever was in flight has landed)."""
+        end = self._readable(offset, size, fetch, pool, on_fill)
         return self.fd, max(0, end - offset)
 
     def _readable(self, offset: int, size: int, fetch: Fetch, pool: Executor | None,
-                  on_filled: Callable[[], None] | None = None) -> int:
+                  on_fill: Callable[[bool], None] | None = None) -> int:
         """Make [offset, offset+size) (cut at the end of the file) valid in the file, start any
         readahead or fill the access pattern calls for, and return the cut end."""
         with self.lock:
@@ -207,7 +208,7 @@ class CacheEntry:
         if start_fill:
             chains = [self.cache.fill_streams]  # those still running; the last one reports
             for _ in range(self.cache.fill_streams):
-                pool.submit(self._fill_chain, fetch, chains, on_filled)
+                pool.submit(self._fill_chain, fetch, chains, on_fill)
         return end
 
     def _recycle_behind(self, end: int, run_bytes: int) -> None:
@@ -244,22 +245,23 @@ class CacheEntry:
         return True
 
     def _fill_chain(self, fetch: Fetch, chains: list[int] | None = None,
-                    on_filled: Callable[[], None] | None = None) -> None:
+                    on_fill: Callable[[bool], None] | None = None) -> None:
         """One of `fill_streams` loops that claim and fetch the next missing 8 MiB run, in
         order, until the object is complete, a fetch fails, or the last handle is closed.
         Runs are claimed one at a time, so a reader never waits behind queued ones. The last
-        loop to end calls `on_filled` if the object is then complete and unwritten."""
+        loop to end waits for fetches in flight and reports the end to `on_fill`."""
         try:
-            self._fill_runs(fetch)
+            self._fill_runs(fetch, on_fill)
         finally:
             if chains is not None:
                 with self.lock:
                     chains[0] -= 1
                     last = chains[0] == 0
-                if last and on_filled is not None and self._complete_clean():
-                    on_filled()
+                if last and on_fill is not None:
+                    self._wait_inflight()
+                    on_fill(True)
 
-    def _fill_runs(self, fetch: Fetch) -> None:
+    def _fill_runs(self, fetch: Fetch, on_fill: Callable[[bool], None] | None) -> None:
         run = self.cache.max_run_blocks
         while True:
             with self.lock:
@@ -277,18 +279,23 @@ class CacheEntry:
             with self.lock:
                 if any(b in self.failed for a, z in runs for b in range(a, z + 1)):
                     return  # a reader that needs these blocks sees the error and retries
+            if on_fill is not None:
+                on_fill(False)
 
-    def _complete_clean(self) -> bool:
-        """Every block of the remote object is here (after any fetch in flight), none written."""
+    def _wait_inflight(self) -> None:
         with self.lock:
             waits = list({id(ev): ev for ev in self.inflight.values()}.values())
         for ev in waits:
             ev.wait()
-        with self.lock:
-            nblocks = -(-self.remote_size // self.bs)
-            return (not self.discarded and not self.dirty and self.fd >= 0
-                    and self.size == self.remote_size and len(self.present) >= nblocks
-                    and all(b in self.present for b in range(nblocks)))
+
+    def present_prefix(self, offset: int) -> int:
+        """The end of the run of present blocks that starts at `offset` (a block boundary),
+        cut at the object's size; `offset` itself if that block is missing. Under self.lock."""
+        nblocks = -(-self.remote_size // self.bs)
+        b = offset // self.bs
+        while b < nblocks and b in self.present:
+            b += 1
+        return max(offset, min(b * self.bs, self.remote_size))
 
     def write(self, offset: int, data: bytes, fetch: Fetch) -> int:
         end = offset + len(data)

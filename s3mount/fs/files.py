@@ -21,7 +21,7 @@ from ..store import NotFoundError
 from ..store.errors import InvalidRangeError
 from .attrs import MTIME, Attr, format_time, new_object_meta
 from .errors import FsError
-from .openfile import Handle, OpenFile
+from .openfile import Handle, KernelStore, OpenFile
 from .writeback import Writeback
 
 log = logging.getLogger("s3mount.fs")
@@ -32,8 +32,8 @@ SMALL_OBJECT = 64 * 1024  # fetched whole at open when a listing is all we know 
 class FileOps(Writeback):
     def __init__(self, *args, kernel_cache=None, **kwargs):
         """`kernel_cache`: where objects fetched whole for a dense random reader are handed to
-        the kernel's page cache (fuse_kernel.KernelPageCache: max_bytes, store, quiesce); None
-        keeps them in the cache file only."""
+        the kernel's page cache (fuse_kernel.KernelPageCache: max_bytes, node_of, store,
+        quiesce); None keeps them in the cache file only."""
         super().__init__(*args, **kwargs)
         self.kernel_cache = kernel_cache
         self.files: dict[str, OpenFile] = {}
@@ -206,28 +206,35 @@ class FileOps(Writeback):
         """Make up to `size` bytes at `offset` valid in the cache file and return (its fd, how
         many bytes there are to read), for a reply that the FUSE layer splices from the file."""
         of = self._handle(fh).file
-        on_filled = None if self.kernel_cache is None else functools.partial(self._to_kernel, of)
-        return of.entry.read_span(offset, size, self._fetcher(of), self.fetch_pool, on_filled)
+        on_fill = None if self.kernel_cache is None else functools.partial(self._to_kernel, of)
+        return of.entry.read_span(offset, size, self._fetcher(of), self.fetch_pool, on_fill)
 
-    def _to_kernel(self, of: OpenFile) -> None:
-        """The whole object is in the cache file behind a dense random reader: put it in the
-        kernel's page cache too, so its remaining reads never reach the daemon. Stops when the
-        file is opened for writing, or its last handle closes (docs/SEMANTICS.md)."""
-        entry = of.entry
+    def _to_kernel(self, of: OpenFile, ended: bool) -> None:
+        """Part of the object is in the cache file behind a dense random reader, from its start
+        on (the fill goes in order): put that part in the kernel's page cache too, so the
+        reader's later reads of it never reach the daemon. Called by the fill's threads after
+        each run and once when it is over. Stops for good when the file is opened for writing
+        or written, or its last handle closes (docs/SEMANTICS.md)."""
         with self.lock:
-            if of.kernel_store_blocked:
-                return
-        with entry.lock:
-            stamp = (entry.writes, entry.size)
-            if entry.size > self.kernel_cache.max_bytes or entry.is_dirty or entry.discarded \
-                    or entry.fd < 0:
-                return
-            fd = os.dup(entry.fd)  # entry.fd may close while the store reads it: ours may not
+            st = of.kernel_store = of.kernel_store or KernelStore()
+        if not st.lock.acquire(blocking=ended):
+            return  # another fill thread is storing; it, or the last one, stores the rest
+        try:
+            if not st.over:
+                self._store_prefix(of, st)
+        except Exception as e:  # noqa: BLE001 - a cache of a cache: the fill must go on
+            log.debug("page cache store of %s stopped: %s", of.path, e)
+            st.over = True
+        finally:
+            if ended or st.over:
+                st.over = True
+                if st.fd >= 0:
+                    os.close(st.fd)
+                    st.fd = -1
+            st.lock.release()
 
-        def owns(fh: int) -> bool:
-            with self.lock:
-                h = self.handles.get(fh)
-                return h is not None and h.file is of and of.entry is entry
+    def _store_prefix(self, of: OpenFile, st: KernelStore) -> None:
+        entry = of.entry
 
         def valid(offset: int, length: int) -> bool:
             with self.lock:
@@ -235,14 +242,34 @@ class FileOps(Writeback):
                     return False
             blocks = range(offset // entry.bs, (offset + length - 1) // entry.bs + 1)
             with entry.lock:
-                return ((entry.writes, entry.size) == stamp and not entry.is_dirty
+                return ((entry.writes, entry.size) == st.stamp and not entry.is_dirty
                         and not entry.discarded and all(b in entry.present for b in blocks))
-        try:
+        if st.fd < 0:  # the first part: is this file one to store at all?
             with self.lock:
-                path = of.path
-            self.kernel_cache.store(path, fd, stamp[1], owns, valid)
-        finally:
-            os.close(fd)
+                blocked, path = of.kernel_store_blocked, of.path
+            with entry.lock:
+                st.stamp = (entry.writes, entry.size)
+                if blocked or entry.size > self.kernel_cache.max_bytes or entry.is_dirty \
+                        or entry.discarded or entry.fd < 0:
+                    st.over = True
+                    return
+                st.fd = os.dup(entry.fd)  # entry.fd may close while the store reads it
+            st.nodeid = self.kernel_cache.node_of(path, lambda fh: self._owns(fh, of, entry))
+            if st.nodeid is None:
+                st.over = True
+                return
+        with entry.lock:
+            end = min(entry.present_prefix(st.cursor), st.stamp[1])
+        if end > st.cursor:
+            n = self.kernel_cache.store(st.nodeid, st.fd, st.cursor, end - st.cursor, valid)
+            st.cursor += n
+            if st.cursor < end:
+                st.over = True
+
+    def _owns(self, fh: int, of: OpenFile, entry) -> bool:
+        with self.lock:
+            h = self.handles.get(fh)
+            return h is not None and h.file is of and of.entry is entry
 
     def write(self, fh: int, data: bytes | memoryview, offset: int) -> int:
         """`data` may be a view of the caller's buffer: it is written to the cache file and not

@@ -26,6 +26,7 @@ class OpenFile:
         self.uploading = False
         self.closed = False  # its cache entry was given back: never used again
         self.kernel_store_blocked = False  # opened for writing: never stored in the page cache
+        self.kernel_store: KernelStore | None = None  # its store into the page cache, if any
         self.journal_extra()
 
     def journal_extra(self) -> None:
@@ -52,3 +53,16 @@ class Handle:
     file: OpenFile
     flags: int
     keep_cache: bool = False  # the kernel's page cache for this file is still valid
+
+
+class KernelStore:
+    """How far a filled object has been stored in the kernel's page cache (fs/files.py)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()  # one fill thread stores at a time; the others go on
+        self.cursor = 0               # bytes [0, cursor) are stored
+        self.fd = -1                  # our dup of the cache file while storing
+        self.nodeid: int | None = None
+        self.stamp: tuple[int, int] = (0, 0)  # the entry's (writes, size) when it began
+        self.over = False             # finished, refused or stopped: nothing more to store
+
