@@ -42,6 +42,8 @@ class FileOps(Writeback):
         workers = self.store.connection.max_concurrency
         self.fetch_pool = ThreadPoolExecutor(max_workers=max(8, workers), thread_name_prefix="fetch")
         self.upload_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
+        # Page cache stores run here, one at a time, so that no fill thread pauses for one.
+        self.kernel_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel-store")
         self._fh = itertools.count(1)
 
     # -- hooks for the namespace side -----------------------------------------------------------
@@ -213,12 +215,14 @@ class FileOps(Writeback):
         """Part of the object is in the cache file behind a dense random reader, from its start
         on (the fill goes in order): put that part in the kernel's page cache too, so the
         reader's later reads of it never reach the daemon. Called by the fill's threads after
-        each run and once when it is over. Stops for good when the file is opened for writing
+        each run and once when it is over; the store itself runs in kernel_pool. Stops for good when the file is opened for writing
         or written, or its last handle closes (docs/SEMANTICS.md)."""
         with self.lock:
             st = of.kernel_store = of.kernel_store or KernelStore()
-        if not st.lock.acquire(blocking=ended):
-            return  # another fill thread is storing; it, or the last one, stores the rest
+        self.kernel_pool.submit(self._store_step, of, st, ended)
+
+    def _store_step(self, of: OpenFile, st: KernelStore, ended: bool) -> None:
+        """In the one kernel-store thread: store what is new since the last step."""
         try:
             if not st.over:
                 self._store_prefix(of, st)
@@ -231,7 +235,6 @@ class FileOps(Writeback):
                 if st.fd >= 0:
                     os.close(st.fd)
                     st.fd = -1
-            st.lock.release()
 
     def _store_prefix(self, of: OpenFile, st: KernelStore) -> None:
         entry = of.entry

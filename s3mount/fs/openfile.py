@@ -58,8 +58,7 @@ class Handle:
 class KernelStore:
     """How far a filled object has been stored in the kernel's page cache (fs/files.py)."""
 
-    def __init__(self):
-        self.lock = threading.Lock()  # one fill thread stores at a time; the others go on
+    def __init__(self):  # used by the one kernel-store thread only
         self.cursor = 0               # bytes [0, cursor) are stored
         self.fd = -1                  # our dup of the cache file while storing
         self.nodeid: int | None = None
