@@ -194,6 +194,13 @@ def test_dense_random_reader_gets_the_whole_object_in_large_runs(proxy, store, p
     store.delete(prefix + "dense")
 
 
+def dense_object_and_mount(seaweed, store, prefix: str, workdir: str, size: int, seed: int):
+    """Object `prefix`dense of `size` made-up bytes, and a (not yet started) mount of `prefix`."""
+    data = put_made_file(store, workdir, prefix + "dense", size, seed=seed)
+    return data, Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"),
+                       workdir=os.path.join(workdir, "m"))
+
+
 def read_at_random_until(fd: int, data: bytes, rng, done, timeout: float = 60) -> None:
     """4 KiB reads of `fd` at random offsets, each checked against `data`, until done()."""
     deadline = time.monotonic() + timeout
@@ -210,10 +217,9 @@ def test_filled_object_is_stored_in_the_kernel_page_cache(seaweed, store, prefix
     stored bytes."""
     from s3mount.stats import fetch
     size = 24 * MiB + 12345  # a tail that is not a whole page or chunk
-    data = put_made_file(store, workdir, prefix + "dense", size, seed=8)
+    data, mount = dense_object_and_mount(seaweed, store, prefix, workdir, size, seed=8)
     rng = __import__("random").Random(9)
-    with Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"),
-               workdir=os.path.join(workdir, "m")) as m:
+    with mount as m:
         path = m.path("dense")
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -246,10 +252,9 @@ def test_a_file_open_for_writing_is_not_stored_in_the_kernel_page_cache(seaweed,
     mmap could be writing into the page cache), a completed fill stores nothing there."""
     from s3mount.stats import fetch
     size = 16 * MiB
-    data = put_made_file(store, workdir, prefix + "dense", size, seed=4)
+    data, mount = dense_object_and_mount(seaweed, store, prefix, workdir, size, seed=4)
     rng = __import__("random").Random(2)
-    with Mount(seaweed.endpoint, BUCKET, prefix.rstrip("/"),
-               workdir=os.path.join(workdir, "m")) as m:
+    with mount as m:
         path = m.path("dense")
         writer = os.open(path, os.O_RDWR)
         fd = os.open(path, os.O_RDONLY)

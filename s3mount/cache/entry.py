@@ -160,9 +160,8 @@ class CacheEntry:
         self.cache.touch(self, range(first, last + 1))
 
     # -- data ----------------------------------------------------------------------------------
-    def read(self, offset: int, size: int, fetch: Fetch, pool: Executor | None = None,
-             on_fill: Callable[[bool], None] | None = None) -> bytes:
-        end = self._readable(offset, size, fetch, pool, on_fill)
+    def read(self, offset: int, size: int, fetch: Fetch, pool: Executor | None = None) -> bytes:
+        end = self._readable(offset, size, fetch, pool)
         return os.pread(self.fd, end - offset, offset) if end > offset else b""
 
     def read_span(self, offset: int, size: int, fetch: Fetch, pool: Executor | None = None,
@@ -244,8 +243,8 @@ class CacheEntry:
         self.fill_next = 0
         return True
 
-    def _fill_chain(self, fetch: Fetch, chains: list[int] | None = None,
-                    on_fill: Callable[[bool], None] | None = None) -> None:
+    def _fill_chain(self, fetch: Fetch, chains: list[int],
+                    on_fill: Callable[[bool], None] | None) -> None:
         """One of `fill_streams` loops that claim and fetch the next missing 8 MiB run, in
         order, until the object is complete, a fetch fails, or the last handle is closed.
         Runs are claimed one at a time, so a reader never waits behind queued ones. The last
@@ -253,13 +252,12 @@ class CacheEntry:
         try:
             self._fill_runs(fetch, on_fill)
         finally:
-            if chains is not None:
-                with self.lock:
-                    chains[0] -= 1
-                    last = chains[0] == 0
-                if last and on_fill is not None:
-                    self._wait_inflight()
-                    on_fill(True)
+            with self.lock:
+                chains[0] -= 1
+                last = chains[0] == 0
+            if last and on_fill is not None:
+                self._wait_inflight()
+                on_fill(True)
 
     def _fill_runs(self, fetch: Fetch, on_fill: Callable[[bool], None] | None) -> None:
         run = self.cache.max_run_blocks

@@ -215,8 +215,9 @@ class FileOps(Writeback):
         """Part of the object is in the cache file behind a dense random reader, from its start
         on (the fill goes in order): put that part in the kernel's page cache too, so the
         reader's later reads of it never reach the daemon. Called by the fill's threads after
-        each run and once when it is over; the store itself runs in kernel_pool. Stops for good when the file is opened for writing
-        or written, or its last handle closes (docs/SEMANTICS.md)."""
+        each run and once when it is over; the store itself runs in kernel_pool. Stops for good
+        when the file is opened for writing or written, or its last handle closes
+        (docs/SEMANTICS.md)."""
         with self.lock:
             st = of.kernel_store = of.kernel_store or KernelStore()
         self.kernel_pool.submit(self._store_step, of, st, ended)
