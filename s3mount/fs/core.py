@@ -22,6 +22,7 @@ from ..store.objects import CONTENT_HEADERS, SSE_HEADERS
 from .attrs import Attr, Defaults, attr_from_meta, has_posix_meta
 from .errors import FsError
 from .metacache import MISSING, MetaCache
+from .prefetch import HeadPrefetcher
 
 log = logging.getLogger("s3mount.fs")
 
@@ -33,7 +34,12 @@ PREFETCH_STREAMS = 4        # ...of which this many at a time
 SAMPLE = 4             # files HEADed per listing to see whether they carry POSIX metadata
 SAMPLE_ALL = 32        # ...and in a directory of at most this many files, all of them
 # Lookups of names in one directory that each cost a request before that directory is listed
-# instead (one page: a listing of up to 1000 names costs about as much as 15 HEADs).
+# (one page: a listing of up to 1000 names costs about as much as 15 HEADs) in the background,
+# and before lookups wait for that listing instead of HEADing.
+LIST_AHEAD_MISSES = 2
+# A listing made for lookups where files' metadata was asked for twice within this many seconds
+# HEADs every listed file in the background: a getfattr or open of each in turn is under way.
+META_WANTED_WINDOW = 10.0
 LIST_AFTER_MISSES = 4
 
 
@@ -59,13 +65,16 @@ class FsCore:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3fs-meta")
         # Background HEADs run a few at a time, in the order a reader will ask for them: 16 at
         # once share the server's CPU so evenly that the first answer comes as late as the last.
-        self.prefetch_pool = ThreadPoolExecutor(max_workers=min(workers, PREFETCH_STREAMS),
-                                                thread_name_prefix="s3fs-prefetch")
-        self._pending: dict[str, tuple[float, Future]] = {}  # path -> (started, HEAD)
-        self._pending_lock = threading.Lock()
+        self.prefetcher = HeadPrefetcher(self._prefetch_one, min(workers, PREFETCH_STREAMS),
+                                         lambda: max(self.meta.ttl, 1.0), 4 * PREFETCH_LIMIT)
+        # Tasks wait only on pools after theirs (list -> meta -> side), so none can deadlock.
+        self.list_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3fs-list")
+        self.side_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3fs-side")
+        self._pending_lock = threading.Lock()     # guards the counters below
         self._misses: dict[str, int] = {}           # dir -> lookups that needed a request
         self._dir_lists: dict[str, Future] = {}     # dir -> listing made for lookups, in flight
         self._meta_misses: dict[str, tuple[int, int]] = {}  # dir -> (listing generation, HEADs for metadata)
+        self._meta_wanted: dict[str, tuple[int, float]] = {}  # dir -> (calls needing metadata, last)
 
     # -- names -----------------------------------------------------------------------------------
     def key_of(self, path: str) -> str:
@@ -124,97 +133,113 @@ class FsCore:
                 raise FsError(errno.ENOENT)
             if cached is not MISSING and cached.complete:
                 return cached
-        attr = self._stat_prefetched(path)
+        attr = self._stat_prefetched(path, None if cached is MISSING else cached.kind)
         self.meta.put(path, attr)
         if attr is None:
             raise FsError(errno.ENOENT)
         return attr
 
-    def _stat_prefetched(self, path: str) -> Attr | None:
+    def _stat_prefetched(self, path: str, kind: str | None) -> Attr | None:
         """The background HEAD of `path` if one was started lately, else a HEAD now."""
-        with self._pending_lock:
-            started, fut = self._pending.pop(path, (0.0, None))
-        if fut is not None and time.monotonic() - started <= max(self.meta.ttl, 1.0):
+        fut = self.prefetcher.take(path)
+        if fut is not None:
             try:
                 return fut.result()
             except Exception:  # noqa: BLE001 - logged by _stat_quiet; try once more here
                 pass
-        return self._stat_remote(path)
+        return self._stat_remote(path, kind)
 
     def lookup_full(self, path: str) -> Attr:
         """lookup() with the object's metadata and content headers, HEADing if a listing
         supplied only the stat fields."""
         attr = self.lookup(path)
-        if attr.has_meta or path == "/":
+        if path == "/":
+            return attr
+        self._want_meta(self.parent_of(path))
+        if attr.has_meta:
             return attr
         siblings = self._count_meta_miss(path)
-        attr = self._stat_prefetched(path)
+        attr = self._stat_prefetched(path, attr.kind)
         # Only now: started first, the background HEADs would take the GIL and the server from
         # this one, which a caller is waiting for (8 ms instead of 1, bench trace).
-        self._prefetch(siblings)
+        self.prefetcher.start(siblings)
         self.meta.put(path, attr)
         if attr is None:
             raise FsError(errno.ENOENT)
         return attr
 
-    def _stat_remote(self, path: str) -> Attr | None:
+    def _stat_remote(self, path: str, kind: str | None = None) -> Attr | None:
+        """HEAD `path` as a file, else as a directory (`kind` "dir": a listing said it is one).
+        A directory's marker is HEADed while its one-key listing runs: a directory costs two
+        round trips (HEAD file, HEAD marker), not three (HEAD, LIST, HEAD marker), and a name
+        that is nothing or an implied directory still costs two."""
         key = self.key_of(path)
-        try:
-            return self.attr_from_info("file", self.client.head(self.bucket, key))
-        except NotFoundError:
-            pass
-        page = self.client.list_page(self.bucket, key + "/", "/", max_keys=1)
-        if page.objects and page.objects[0].key == key + "/":
-            try:  # a marker: it may hold the directory's mode and xattrs
-                return self.attr_from_info("dir", self.client.head(self.bucket, key + "/"))
+        if kind != "dir":
+            try:
+                return self.attr_from_info("file", self.client.head(self.bucket, key))
             except NotFoundError:
                 pass
+        listing = self.side_pool.submit(self.client.list_page, self.bucket, key + "/", "/", max_keys=1)
+        found = self._head_marker(key)
+        if found is not None:
+            listing.cancel()
+            return found
+        page = listing.result()
+        if page.objects and page.objects[0].key == key + "/":
+            # a marker made since the HEAD above: it may hold the directory's mode and xattrs
+            if (found := self._head_marker(key)) is not None:
+                return found
         if page.objects or page.prefixes:
             return Attr(kind="dir", mode=0o040000 | self.defaults.dir_mode,
                         uid=self.defaults.uid, gid=self.defaults.gid,
                         mtime=page.objects[0].mtime if page.objects else 0.0)
         return None
 
-    def _stat_quiet(self, path: str) -> Attr | None:
+    def _head_marker(self, key: str) -> Attr | None:
         try:
-            return self._stat_remote(path)
+            return self.attr_from_info("dir", self.client.head(self.bucket, key + "/"))
+        except NotFoundError:
+            return None
+
+    def _stat_quiet(self, path: str, kind: str) -> Attr | None:
+        try:
+            return self._stat_remote(path, kind)
         except Exception as e:  # a background prefetch: the foreground lookup will retry
             log.debug("prefetch of %s failed: %s", path, e)
             raise
 
     def _list_for_lookups(self, parent: str) -> bool:
-        """Count a lookup in `parent` that needs a request; from the LIST_AFTER_MISSES-th on,
-        list `parent` (one page) so that its other names need none. True when a fresh listing
-        of `parent` is cached now."""
+        """Count a lookup in `parent` that needs a request. At the LIST_AHEAD_MISSES-th, list
+        `parent` (one page) in the background, so that its other names need none; lookups go
+        on with their own HEADs while it runs, from the LIST_AFTER_MISSES-th on they wait for
+        it. True when a fresh listing of `parent` is cached now."""
         with self._pending_lock:
             misses = self._misses.get(parent, 0) + 1
-            if misses < LIST_AFTER_MISSES:
-                if len(self._misses) > 10_000:
-                    self._misses.clear()
-                self._misses[parent] = misses
-                return False
+            if len(self._misses) > 10_000:
+                self._misses.clear()
+            self._misses[parent] = misses
             fut = self._dir_lists.get(parent)
-            mine = fut is None
-            if mine:
-                fut = self._dir_lists[parent] = Future()
-        if mine:
-            misses = 0  # listed: count afresh once the listing expires
-            try:
-                page = self.client.list_page(self.bucket, self.dir_key(parent), "/", max_keys=1000)
-                if page.next_token is None:  # the whole directory: it answers every lookup
-                    self.meta.put_listing(parent, self._list_remote(parent, [page]))
-                else:  # too big to list for a few names: keep HEADing, ask again much later
-                    misses = -LIST_AFTER_MISSES * 64
-            except Exception as e:  # noqa: BLE001 - the lookup goes on with its own HEAD
-                log.debug("listing %s for lookups failed: %s", parent, e)
-            finally:
-                with self._pending_lock:
-                    self._dir_lists.pop(parent, None)
-                    self._misses[parent] = misses
-                fut.set_result(None)  # whatever happened: the waiting lookups go on
-        else:
-            fut.result()
+            if fut is None and misses >= LIST_AHEAD_MISSES:
+                fut = self._dir_lists[parent] = self.list_pool.submit(self._list_ahead, parent)
+        if fut is None or misses < LIST_AFTER_MISSES:
+            return False
+        fut.result()
         return self.meta.has_listing(parent)
+
+    def _list_ahead(self, parent: str) -> None:
+        misses = 0  # listed: count afresh once the listing expires
+        try:
+            page = self.client.list_page(self.bucket, self.dir_key(parent), "/", max_keys=1000)
+            if page.next_token is None:  # the whole directory: it answers every lookup
+                self.meta.put_listing(parent, self._list_remote(parent, [page]))
+            else:  # too big to list for a few names: keep HEADing, ask again much later
+                misses = -LIST_AFTER_MISSES * 64
+        except Exception as e:  # noqa: BLE001 - the lookups go on with their own HEADs
+            log.debug("listing %s for lookups failed: %s", parent, e)
+        finally:
+            with self._pending_lock:
+                self._dir_lists.pop(parent, None)
+                self._misses[parent] = misses
 
     # -- listings ----------------------------------------------------------------------------------
     def list_dir(self, path: str) -> list[str]:
@@ -261,13 +286,28 @@ class FsCore:
         entries = list(files.items()) + [(n, a) for n, a in dirs.items() if n not in files]
         entries.sort(key=lambda e: e[0])
         base = path.rstrip("/")
-        sampled = self._sample(base, sorted(files), SAMPLE if len(files) > SAMPLE_ALL else SAMPLE_ALL)
-        sampled.update(self._sample(base, sorted(n for n in dirs if n not in files), SAMPLE // 2))
-        if any(a is not None and has_posix_meta(a.metadata) for a in sampled.values()):
-            # Objects here carry mode/owner/times: each entry's stat needs its own HEAD.
+        # Files HEADed lately (the lookups before a listing made for them) answer the sample's
+        # question already when one carries POSIX metadata: no sample then.
+        known = {n: a for n in (files if pages is not None else ())
+                 if (a := self._known_full(f"{base}/{n}")) is not None}
+        sampled: dict[str, Attr | None] = {}
+        every_head = pages is not None and self._meta_is_wanted(path)
+        if not every_head and not any(has_posix_meta(a.metadata) for a in known.values()):
+            sampled = self._sample(base, sorted(files), "file",
+                                   SAMPLE if len(files) > SAMPLE_ALL else SAMPLE_ALL)
+            sampled.update(self._sample(base, sorted(n for n in dirs if n not in files), "dir",
+                                        SAMPLE // 2))
+        if every_head or any(a is not None and has_posix_meta(a.metadata)
+                             for a in (*sampled.values(), *known.values())):
+            # Objects here carry mode/owner/times (or their metadata is wanted): each entry's
+            # stat waits for its own HEAD, started now.
+            heads = []
             for name, attr in entries:
-                self.meta.put(f"{base}/{name}", self._fullest(f"{base}/{name}", attr, sampled))
-            self._prefetch([f"{base}/{n}" for n, _ in entries[:PREFETCH_LIMIT] if n not in sampled])
+                full = self._fullest(f"{base}/{name}", attr, sampled)
+                self.meta.put(f"{base}/{name}", full)
+                if not full.has_meta and len(heads) < PREFETCH_LIMIT:
+                    heads.append((f"{base}/{name}", attr.kind))
+            self.prefetcher.start(heads)
         else:
             # Plain objects: the listing's size and time are the whole stat answer.
             for name, attr in entries:
@@ -275,14 +315,15 @@ class FsCore:
                 self.meta.put(f"{base}/{name}", self._fullest(f"{base}/{name}", attr, sampled))
         return entries
 
-    def _sample(self, base: str, names: list[str], count: int = SAMPLE) -> dict[str, Attr | None]:
+    def _sample(self, base: str, names: list[str], kind: str,
+                count: int = SAMPLE) -> dict[str, Attr | None]:
         if not names:
             return {}
         step = max(1, len(names) // count)
         picks = names[::step][:count]
         known = {n: a for n in picks if (a := self._known_full(f"{base}/{n}")) is not None}
         heads = [n for n in picks if n not in known]
-        results = self.pool.map(lambda n: self._stat_quiet(f"{base}/{n}"), heads)
+        results = self.pool.map(lambda n: self._stat_quiet(f"{base}/{n}", kind), heads)
         return {**known, **dict(zip(heads, results))}
 
     def _fullest(self, path: str, listed: Attr, sampled: dict[str, Attr | None]) -> Attr:
@@ -301,21 +342,24 @@ class FsCore:
         cached = self.meta.get(path)
         return cached if cached is not None and cached is not MISSING and cached.has_meta else None
 
-    def _prefetch(self, paths: list[str]) -> None:
-        """Start HEADs for listed entries, so the stat calls that follow a readdir find them ready."""
-        if not paths:
-            return
+    def _prefetch_one(self, path: str, kind: str) -> Attr | None:
+        # A lookup that ran before the listing landed may have HEADed it meanwhile.
+        return self._known_full(path) or self._stat_quiet(path, kind)
+
+    def _want_meta(self, parent: str) -> None:
+        """Count a call that needed a file's metadata in `parent` (getxattr, open)."""
         now = time.monotonic()
         with self._pending_lock:
-            if len(self._pending) > 4 * PREFETCH_LIMIT:  # results nobody asked for: drop the stale
-                horizon = now - max(self.meta.ttl, 1.0)
-                for q in [q for q, (t, _) in self._pending.items() if t < horizon]:
-                    del self._pending[q]
-            for p in paths:
-                if p not in self._pending:
-                    self._pending[p] = (now, self.prefetch_pool.submit(self._stat_quiet, p))
+            count, last = self._meta_wanted.get(parent, (0, 0.0))
+            if len(self._meta_wanted) > 10_000:
+                self._meta_wanted.clear()
+            self._meta_wanted[parent] = (count + 1 if now - last <= META_WANTED_WINDOW else 1, now)
 
-    def _count_meta_miss(self, path: str) -> list[str]:
+    def _meta_is_wanted(self, parent: str) -> bool:
+        count, last = self._meta_wanted.get(parent, (0, 0.0))
+        return count >= 2 and time.monotonic() - last <= META_WANTED_WINDOW
+
+    def _count_meta_miss(self, path: str) -> list[tuple[str, str]]:
         """A HEAD for the metadata (xattrs, content headers) of a listed file. At the second in
         one listed directory, the other listed files to HEAD in the background: a getfattr or
         an open of each file in turn then finds its answer ready."""
@@ -331,7 +375,7 @@ class FsCore:
             self._meta_misses[parent] = (generation, count)
         entries = (self.meta.listing(parent) if count == 2 else None) or []
         base = parent.rstrip("/")
-        return [q for n, a in entries[:PREFETCH_LIMIT]
+        return [(q, "file") for n, a in entries[:PREFETCH_LIMIT]
                 if a.kind == "file" and not a.has_meta and (q := f"{base}/{n}") != path
                 and self._known_full(q) is None]
 
@@ -339,12 +383,7 @@ class FsCore:
         """Drop what is cached of `paths` (and below them, unless tree=False: files)."""
         for p in paths:
             self.meta.invalidate(p, tree)
-            with self._pending_lock:
-                self._pending.pop(p, None)
-                if tree:
-                    below = p.rstrip("/") + "/"
-                    for q in [q for q in self._pending if q.startswith(below)]:
-                        del self._pending[q]
+            self.prefetcher.drop(p, tree)
 
     def now(self) -> float:
         return self.clock()
