@@ -210,9 +210,9 @@ def test_cold_lookups_of_marked_and_implied_directories(seaweed, store, prefix, 
 
 
 def test_files_are_headed_ahead_once_their_metadata_is_wanted(seaweed, store, prefix, workdir):
-    """getxattr of each file of a cold directory in turn: after two such calls, the directory's
-    listing (made for the lookups) HEADs every other file in the background, and the calls
-    that follow cost no request of their own."""
+    """getxattr of each file of a cold directory in turn: after two such calls, every other
+    file of the directory's listing (made for the lookups) is HEADed in the background, and
+    the calls that follow cost no request of their own."""
     names = [f"y{i:03d}" for i in range(40)]
     for i, n in enumerate(names):
         store.client.put(BUCKET, prefix + "tags2/" + n, b"x", {"x-amz-meta-state": f"s{i}"})
@@ -229,7 +229,9 @@ def test_files_are_headed_ahead_once_their_metadata_is_wanted(seaweed, store, pr
             time.sleep(0.05)
         time.sleep(0.3)
         r0 = _requests(m)
-        assert r0.get("HeadObject", 0) == 2 + len(names), r0  # "tags2" (404) and its marker probe
+        # "tags2" (404) and its marker probe, then each file once; a lookup's own HEAD still in
+        # flight when the listing lands may be made again in the background.
+        assert 2 + len(names) <= r0.get("HeadObject", 0) <= 2 + len(names) + 2, r0
         for i, n in enumerate(names[4:], start=4):
             assert os.getxattr(m.path("tags2", n), "user.state") == f"s{i}".encode()
         assert _delta(r0, _requests(m)) == {}, _delta(r0, _requests(m))

@@ -43,6 +43,11 @@ META_WANTED_WINDOW = 10.0
 LIST_AFTER_MISSES = 4
 
 
+def _headed(cached) -> bool:
+    """A cached answer from a HEAD (not a listing, not "unknown", not "absent")."""
+    return cached is not None and cached is not MISSING and cached.has_meta
+
+
 def valid_name(name: str) -> bool:
     return name not in ("", ".", "..") and "/" not in name and \
         len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX
@@ -73,7 +78,7 @@ class FsCore:
         self._pending_lock = threading.Lock()     # guards the counters below
         self._misses: dict[str, int] = {}           # dir -> lookups that needed a request
         self._dir_lists: dict[str, Future] = {}     # dir -> listing made for lookups, in flight
-        self._meta_misses: dict[str, tuple[int, int]] = {}  # dir -> (listing generation, HEADs for metadata)
+        self._meta_prefetched: dict[str, int] = {}  # dir -> listing generation HEADed ahead
         self._meta_wanted: dict[str, tuple[int, float]] = {}  # dir -> (calls needing metadata, last)
 
     # -- names -----------------------------------------------------------------------------------
@@ -147,7 +152,8 @@ class FsCore:
                 return fut.result()
             except Exception:  # noqa: BLE001 - logged by _stat_quiet; try once more here
                 pass
-        return self._stat_remote(path, kind)
+        with self.prefetcher.own_head(path):
+            return self._stat_remote(path, kind)
 
     def lookup_full(self, path: str) -> Attr:
         """lookup() with the object's metadata and content headers, HEADing if a listing
@@ -286,33 +292,28 @@ class FsCore:
         entries = list(files.items()) + [(n, a) for n, a in dirs.items() if n not in files]
         entries.sort(key=lambda e: e[0])
         base = path.rstrip("/")
+        paths = [f"{base}/{n}" for n, _ in entries]
         # Files HEADed lately (the lookups before a listing made for them) answer the sample's
         # question already when one carries POSIX metadata: no sample then.
-        known = {n: a for n in (files if pages is not None else ())
-                 if (a := self._known_full(f"{base}/{n}")) is not None}
+        known = [c for (_, a), c in zip(entries, self.meta.get_many(paths))
+                 if a.kind == "file" and _headed(c)] if pages is not None else []
         sampled: dict[str, Attr | None] = {}
         every_head = pages is not None and self._meta_is_wanted(path)
-        if not every_head and not any(has_posix_meta(a.metadata) for a in known.values()):
+        if not every_head and not any(has_posix_meta(a.metadata) for a in known):
             sampled = self._sample(base, sorted(files), "file",
                                    SAMPLE if len(files) > SAMPLE_ALL else SAMPLE_ALL)
             sampled.update(self._sample(base, sorted(n for n in dirs if n not in files), "dir",
                                         SAMPLE // 2))
-        if every_head or any(a is not None and has_posix_meta(a.metadata)
-                             for a in (*sampled.values(), *known.values())):
-            # Objects here carry mode/owner/times (or their metadata is wanted): each entry's
-            # stat waits for its own HEAD, started now.
-            heads = []
-            for name, attr in entries:
-                full = self._fullest(f"{base}/{name}", attr, sampled)
-                self.meta.put(f"{base}/{name}", full)
-                if not full.has_meta and len(heads) < PREFETCH_LIMIT:
-                    heads.append((f"{base}/{name}", attr.kind))
-            self.prefetcher.start(heads)
-        else:
-            # Plain objects: the listing's size and time are the whole stat answer.
-            for name, attr in entries:
-                attr.complete = True
-                self.meta.put(f"{base}/{name}", self._fullest(f"{base}/{name}", attr, sampled))
+        # Objects with mode/owner/times (or whose metadata is wanted): each entry's stat waits
+        # for its own HEAD, started now. Plain objects: the listing is the whole stat answer.
+        posix = every_head or any(a is not None and has_posix_meta(a.metadata)
+                                  for a in (*sampled.values(), *known))
+        for _, attr in entries:
+            attr.complete = not posix
+        full = self.meta.put_listed([(p, a, sampled.get(n)) for p, (n, a) in zip(paths, entries)])
+        if posix:
+            self.prefetcher.start([(p, a.kind) for p, (_, a), f in zip(paths, entries, full)
+                                   if not f][:PREFETCH_LIMIT])
         return entries
 
     def _sample(self, base: str, names: list[str], kind: str,
@@ -326,21 +327,10 @@ class FsCore:
         results = self.pool.map(lambda n: self._stat_quiet(f"{base}/{n}", kind), heads)
         return {**known, **dict(zip(heads, results))}
 
-    def _fullest(self, path: str, listed: Attr, sampled: dict[str, Attr | None]) -> Attr:
-        """What to cache for a listed entry: a HEAD's answer (it has the metadata too) when one
-        is at hand for the same object, else the listing's."""
-        sample = sampled.get(path.rsplit("/", 1)[-1])
-        if sample is not None:
-            return sample  # HEADed after the listing: the newer answer
-        known = self._known_full(path)
-        if known is not None and known.kind == listed.kind and known.etag == listed.etag:
-            return known
-        return listed
-
     def _known_full(self, path: str) -> Attr | None:
         """The cached attributes of `path` if a HEAD (not a listing) made them."""
         cached = self.meta.get(path)
-        return cached if cached is not None and cached is not MISSING and cached.has_meta else None
+        return cached if _headed(cached) else None
 
     def _prefetch_one(self, path: str, kind: str) -> Attr | None:
         # A lookup that ran before the listing landed may have HEADed it meanwhile.
@@ -360,20 +350,21 @@ class FsCore:
         return count >= 2 and time.monotonic() - last <= META_WANTED_WINDOW
 
     def _count_meta_miss(self, path: str) -> list[tuple[str, str]]:
-        """A HEAD for the metadata (xattrs, content headers) of a listed file. At the second in
-        one listed directory, the other listed files to HEAD in the background: a getfattr or
-        an open of each file in turn then finds its answer ready."""
+        """A HEAD for the metadata (xattrs, content headers) of a listed file. Once metadata
+        is wanted in this directory (_meta_is_wanted), the other listed files to HEAD in the
+        background, once per listing: a getfattr or open of each file in turn then finds its
+        answer ready."""
         parent = self.parent_of(path)
         generation = self.meta.listing_generation(parent)
         if generation is None:
             return []
         with self._pending_lock:
-            seen, count = self._meta_misses.get(parent, (0, 0))
-            count = count + 1 if seen == generation else 1
-            if len(self._meta_misses) > 10_000:
-                self._meta_misses.clear()
-            self._meta_misses[parent] = (generation, count)
-        entries = (self.meta.listing(parent) if count == 2 else None) or []
+            if self._meta_prefetched.get(parent) == generation or not self._meta_is_wanted(parent):
+                return []
+            if len(self._meta_prefetched) > 10_000:
+                self._meta_prefetched.clear()
+            self._meta_prefetched[parent] = generation
+        entries = self.meta.listing(parent) or []
         base = parent.rstrip("/")
         return [(q, "file") for n, a in entries[:PREFETCH_LIMIT]
                 if a.kind == "file" and not a.has_meta and (q := f"{base}/{n}") != path

@@ -38,6 +38,42 @@ class MetaCache:
                 return _MISSING
             return hit[1]
 
+    def get_many(self, paths: list[str]) -> list:
+        """get() of each path, under one lock."""
+        with self._lock:
+            now = self.clock()
+            out = []
+            for path in paths:
+                hit = self._stat.get(path)
+                if hit is not None and hit[0] < now:
+                    del self._stat[path]
+                    hit = None
+                out.append(_MISSING if hit is None else hit[1])
+            return out
+
+    def put_listed(self, items: list[tuple[str, Attr, Attr | None]]) -> list[bool]:
+        """Cache a listing's entries, (path, listed, headed) each, under one lock: `headed` (a
+        HEAD made after the listing) if there is one, else a fresh HEAD's answer cached for the
+        same object (kind and ETag; it may have landed while the listing ran), else the
+        listing's. True for each path whose cached answer has the object's metadata."""
+        if self.ttl <= 0:
+            return [headed is not None for _, _, headed in items]
+        with self._lock:
+            if len(self._stat) + len(items) >= self.max_entries:
+                self._expire_locked()
+            now = self.clock()
+            expiry, out = now + self.ttl, []
+            for path, listed, headed in items:
+                if headed is None:
+                    hit = self._stat.get(path)
+                    cur = hit[1] if hit is not None and hit[0] >= now else None
+                    if (cur is not None and cur.has_meta and cur.kind == listed.kind
+                            and cur.etag == listed.etag):
+                        headed = cur
+                self._stat[path] = (expiry, listed if headed is None else headed)
+                out.append(headed is not None)
+            return out
+
     def put(self, path: str, attr: Attr | None) -> None:
         if self.ttl <= 0:
             return

@@ -9,6 +9,7 @@ submitting (queueing 100 took 8.7 ms instead of well under one, bench trace).
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from concurrent.futures import Future
@@ -32,6 +33,7 @@ class HeadPrefetcher:
         self._queue: collections.deque[tuple[str, str, Future]] = collections.deque()
         self._cv = threading.Condition(threading.Lock())
         self._threads: list[threading.Thread] = []
+        self._own: collections.Counter[str] = collections.Counter()  # HEADs lookups make themselves
 
     def start(self, items: list[tuple[str, str]]) -> None:
         """HEAD each (path, kind) not already started, in this order."""
@@ -45,7 +47,7 @@ class HeadPrefetcher:
                     del self._pending[q]
             added = 0
             for path, kind in items:
-                if path not in self._pending:
+                if path not in self._pending and path not in self._own:
                     fut: Future = Future()
                     self._pending[path] = (now, fut)
                     self._queue.append((path, kind, fut))
@@ -64,6 +66,19 @@ class HeadPrefetcher:
         if fut is not None and time.monotonic() - started <= self._fresh_for():
             return fut
         return None
+
+    @contextlib.contextmanager
+    def own_head(self, path: str):
+        """A lookup HEADs `path` itself meanwhile: HEADs started meanwhile leave it out."""
+        with self._cv:
+            self._own[path] += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._own[path] -= 1
+                if not self._own[path]:
+                    del self._own[path]
 
     def drop(self, path: str, tree: bool = False) -> None:
         """Forget the answers for `path` (and, with tree, everything below it)."""
