@@ -1,14 +1,21 @@
 """HeadPrefetcher (s3mount/fs/prefetch.py): background HEADs in the given order, a few at a time,
-each answer handed to one lookup. The HEAD is a stand-in here; the fs-level behaviour over
-SeaweedFS is in test_mount_listing.py."""
+each answer handed to one lookup. The HEAD is a stand-in in the first tests; the last drives
+the fs layer in-process over SeaweedFS, and the behaviour through a mount is in
+test_mount_listing.py."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import pytest
 
+from conftest import BUCKET
+from s3mount.cache.datacache import DataCache
+from s3mount.fs import S3FileSystem
+from s3mount.fs.attrs import Defaults
+from s3mount.fs.core import LIST_AFTER_MISSES
 from s3mount.fs.prefetch import HeadPrefetcher
 
 
@@ -49,3 +56,43 @@ def test_dropped_and_stale_answers_are_not_handed_out():
     now[0] = 0.0  # nothing is fresh any more
     time.sleep(0.01)
     assert p.take("/c") is None
+
+
+def test_lookups_whose_metadata_is_wanted_do_not_wait_for_the_listing(store, prefix, workdir):
+    """From the LIST_AFTER_MISSES-th cold lookup in a directory, lookups wait for the listing
+    made for them, unless files' metadata is wanted there (getxattr of each file in turn):
+    each such lookup HEADs its file anyway, so it goes on with its own HEAD instead of
+    idling. Here the listing is held back until every getxattr has returned."""
+    names = [f"w{i}" for i in range(LIST_AFTER_MISSES + 4)]
+    for i, n in enumerate(names):
+        store.client.put(BUCKET, prefix + "d/" + n, b"x", {"x-amz-meta-state": f"s{i}"})
+    cache = DataCache(os.path.join(workdir, "cache"), capacity=64 * 1024 * 1024)
+    fs = S3FileSystem(store, cache, BUCKET, prefix, defaults=Defaults(uid=0, gid=0),
+                      metadata_ttl=30)
+    release, listed = threading.Event(), threading.Event()
+    real_list_page = fs.client.list_page
+
+    def held_list_page(bucket, key_prefix, delimiter, **kw):
+        if kw.get("max_keys") == 1000:  # the listing for lookups, not a one-key probe
+            release.wait(30)
+            listed.set()
+        return real_list_page(bucket, key_prefix, delimiter, **kw)
+
+    fs.client.list_page = held_list_page
+    try:
+        fs.lookup("/d")
+        done = []
+
+        def run():
+            for i, n in enumerate(names):
+                done.append(fs.getxattr(f"/d/{n}", "user.state") == f"s{i}".encode())
+
+        t = threading.Thread(target=run)
+        t.start()
+        t.join(20)
+        assert not t.is_alive() and done == [True] * len(names) and not listed.is_set()
+    finally:
+        release.set()
+        for pool in (fs.pool, fs.fetch_pool, fs.upload_pool, fs.list_pool, fs.side_pool):
+            pool.shutdown(wait=True)
+        cache.close()

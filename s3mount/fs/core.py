@@ -218,7 +218,9 @@ class FsCore:
         """Count a lookup in `parent` that needs a request. At the LIST_AHEAD_MISSES-th, list
         `parent` (one page) in the background, so that its other names need none; lookups go
         on with their own HEADs while it runs, from the LIST_AFTER_MISSES-th on they wait for
-        it. True when a fresh listing of `parent` is cached now."""
+        it, unless files' metadata is wanted there (_meta_is_wanted): each lookup then HEADs
+        its file anyway, and waiting would only idle. True when a fresh listing of `parent` is
+        cached now."""
         with self._pending_lock:
             misses = self._misses.get(parent, 0) + 1
             if len(self._misses) > 10_000:
@@ -227,7 +229,7 @@ class FsCore:
             fut = self._dir_lists.get(parent)
             if fut is None and misses >= LIST_AHEAD_MISSES:
                 fut = self._dir_lists[parent] = self.list_pool.submit(self._list_ahead, parent)
-        if fut is None or misses < LIST_AFTER_MISSES:
+        if fut is None or misses < LIST_AFTER_MISSES or self._meta_is_wanted(parent):
             return False
         fut.result()
         return self.meta.has_listing(parent)
