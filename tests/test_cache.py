@@ -355,6 +355,49 @@ def test_fill_thresholds():
     assert big.fill_next == -1 and len(big.present) == 40
 
 
+def test_large_random_reads_fetch_in_parallel_and_fill_late():
+    """A random read of 1 MiB that misses is fetched as OWN_STREAMS ranged GETs of one block
+    each, all at once; such large reads start the whole-object fill only once they have
+    fetched a third of the object (small ones: after 16, test_fill_thresholds)."""
+    import tempfile
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from s3mount.cache.datacache import DataCache
+    from s3mount.cache.entry import OWN_STREAMS
+
+    size = 64 * MiB
+    src = os.urandom(size)
+    cache = DataCache(tempfile.mkdtemp(), capacity=1024 * MiB)
+    pool = ThreadPoolExecutor(8)
+    entry = cache.open("b", "large", "etag", size)
+    calls = []
+    together = threading.Barrier(OWN_STREAMS, timeout=10)  # broken unless all come at once
+    first = [True]
+
+    def fetch(off, n):
+        calls.append((off, n))
+        if first[0]:
+            together.wait()
+        os.pwrite(entry.fd, src[off:off + n], off)
+
+    assert entry.read(5 * MiB, MiB, fetch, pool) == src[5 * MiB:6 * MiB]
+    first[0] = False
+    # 1 MiB slots 17 MiB apart (mod 64): never near the last read, so never sequential
+    assert sorted(calls) == [(5 * MiB + i * cache.block_size, cache.block_size)
+                             for i in range(OWN_STREAMS)]
+    nblocks = size // cache.block_size
+    reads, fetched = 1, OWN_STREAMS
+    while 3 * fetched < nblocks:  # under a third fetched: no fill
+        assert entry.fill_next == -1, reads
+        off = (5 + 17 * reads) % 64 * MiB
+        assert entry.read(off, MiB, fetch, pool) == src[off:off + MiB]
+        reads, fetched = reads + 1, fetched + MiB // cache.block_size
+    assert reads > 16 and entry.fill_next >= 0  # the read that made it a third started it
+    pool.shutdown(wait=True)
+    assert len(entry.present) == nblocks
+    cache.close()
+
+
 def test_new_cache_files_come_from_spares_and_indexes_survive_close():
     """Opens rename an empty file made ahead into place; close() writes the queued clean
     indexes and removes the spares; a new cache on the directory adopts the clean entry."""

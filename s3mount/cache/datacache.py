@@ -194,7 +194,7 @@ class DataCache:
                         old.fd = os.open(old.path, os.O_RDWR | os.O_CLOEXEC)
                     old.refs += 1
                     old.seq_end, old.seq_bytes, old.window = -1, 0, 0
-                    old.random_misses, old.fill_next = 0, -1
+                    old.random_misses, old.random_miss_blocks, old.fill_next = 0, 0, -1
                     self.hits += 1
                     return old
             self.discard(old)

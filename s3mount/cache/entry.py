@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 JOURNAL_AHEAD = 32  # blocks (8 MiB of 256 KiB ones)
 RECYCLE_BEHIND = 16 * 1024 * 1024  # kernel readahead arrives a little out of order
+# A random reader's miss of 1 MiB as 4 GETs of 256 KiB at once: 3.1-4.0 ms instead of 4.2-4.7
+# on SeaweedFS here (bench/README.md, "Random 1 MiB reads").
+OWN_STREAMS = 4
+LARGE_READ_BLOCKS = 3  # random misses of this many blocks on average are large reads (_random_miss)
 
 Fetch = Callable[[int, int], None]  # fetch(offset, length): put remote bytes at offset in the file
 
@@ -59,6 +63,7 @@ class CacheEntry:
         self.seq_bytes = 0          # bytes read back to back so far
         self.window = 0             # readahead bytes
         self.random_misses = 0      # non-sequential reads that had to fetch
+        self.random_miss_blocks = 0  # ...and the blocks they fetched
         self.fill_next = -1         # next block a background fill claims; -1: no fill running
         # A sequential reader's blocks live on in the kernel's page cache of the mounted file;
         # this file's copy of them is recycled once the reader is RECYCLE_BEHIND past them.
@@ -70,8 +75,10 @@ class CacheEntry:
         return bool(self.dirty) or self.truncated
 
     # -- fetching ------------------------------------------------------------------------------
-    def _claim(self, first: int, last: int) -> list[tuple[int, int]]:
-        """Mark missing, fetchable blocks in [first, last] in flight; return their byte runs."""
+    def _claim(self, first: int, last: int, most: int = 0) -> list[tuple[int, int]]:
+        """Mark missing, fetchable blocks in [first, last] in flight; return their byte runs,
+        each of at most `most` blocks (default: max_run_blocks)."""
+        most = most or self.cache.max_run_blocks
         runs, run_start = [], None
         last = min(last, (self.remote_size - 1) // self.bs) if self.remote_size else -1
         for b in range(first, last + 2):
@@ -79,7 +86,7 @@ class CacheEntry:
                 and b not in self.unfetchable
             if want and run_start is None:
                 run_start = b
-            if run_start is not None and (not want or b - run_start >= self.cache.max_run_blocks):
+            if run_start is not None and (not want or b - run_start >= most):
                 runs.append((run_start, b - 1))
                 run_start = b if want else None
         for a, z in runs:
@@ -131,7 +138,10 @@ class CacheEntry:
                     raise BlockLost(5, f"block {b} of {self.key} was uploaded and evicted")
             missing = sum(1 for b in range(first, last + 1) if b not in self.present)
             self.cache.count_blocks(last - first + 1 - missing, missing)
-            runs = self._claim(first, last)
+            # A reader's own miss of several blocks comes in OWN_STREAMS parallel ranged GETs
+            # (its readahead, when it has one, is in flight meanwhile anyway).
+            split = not ahead and pool is not None
+            runs = self._claim(first, last, -(-(last - first + 1) // OWN_STREAMS) if split else 0)
             ahead_runs = []
             if ahead:
                 # Whole aligned runs (8 MiB): a window that slides one block per read would
@@ -196,7 +206,8 @@ class CacheEntry:
             ahead = self.window
             blocks = range(offset // self.bs, (end - 1) // self.bs + 1)
             cached = not ahead and all(b in self.present for b in blocks)
-            start_fill = not cached and not ahead and pool is not None and self._random_miss()
+            start_fill = not cached and not ahead and pool is not None \
+                and self._random_miss(blocks)
             if ahead:
                 self._recycle_behind(end, run_bytes)
         if cached:  # the common case of a warm cache: no claims, no waits, one LRU touch
@@ -225,18 +236,31 @@ class CacheEntry:
                 self.recycler.done(self.fd, start, end - start)
 
     # -- filling the whole object behind a dense random reader -----------------------------------
-    def _random_miss(self) -> bool:
-        """Count a random read that must fetch; True when a background fill should start.
+    def _random_miss(self, blocks: range) -> bool:
+        """Count a random read that must fetch `blocks` (some of them); True when a background
+        fill should start. Under self.lock.
 
-        A reader that has fetched 1/128 of an object's blocks at random (16 at least) is going
-        over all of it (a database scan, fio, a zip index walk): fetching the rest in parallel
-        8 MiB runs costs the same bytes as its one-block misses and runs at transfer speed.
-        Objects over a quarter of the cache are never filled, so a fill cannot thrash it."""
+        A reader that has fetched 1/128 of an object's blocks at random (16 at least) in small
+        reads is going over all of it (a database scan, fio, a zip index walk): fetching the
+        rest in parallel 8 MiB runs costs the same bytes as its one-block misses and runs at
+        transfer speed. Reads of LARGE_READ_BLOCKS or more already come at a good part of that
+        speed (OWN_STREAMS GETs each), and a fill's 4 streams would slow them down for data
+        they may never read (fio over a quarter of an object: 106-139 MiB/s with the fill,
+        145-176 without): for them the fill waits until they have fetched a third of the
+        object. Objects over a quarter of the cache are never filled, so a fill cannot
+        thrash it."""
         if self.fill_next >= 0:
             return False
+        fresh = sum(1 for b in blocks if b not in self.present and b not in self.inflight)
+        if not fresh:
+            return False  # the tail of a read the kernel split, fetched by its head
         self.random_misses += 1
+        self.random_miss_blocks += fresh
         nblocks = -(-self.remote_size // self.bs)
         if self.random_misses < max(self.cache.fill_after, nblocks // 128):
+            return False
+        if self.random_miss_blocks >= LARGE_READ_BLOCKS * self.random_misses \
+                and 3 * self.random_miss_blocks < nblocks:
             return False
         if self.remote_size > self.cache.data_capacity // 4:
             return False
