@@ -10,7 +10,7 @@ import logging
 import stat
 
 from ..store import NotFoundError, ObjectInfo, PreconditionFailedError
-from .attrs import (GID, META, MODE, MTIME, UID, USER_META_LIMIT, Attr, XattrError,
+from .attrs import (GID, META, MODE, MTIME, UID, USER_META_LIMIT, Attr, XattrError, attr_from_meta,
                     decode_xattr_value, encode_xattr_value, format_time, header_for_xattr,
                     new_object_meta, set_posix, user_meta_size, xattr_names)
 from .errors import FsError
@@ -88,10 +88,21 @@ class S3FileSystem(FileOps):
             raise FsError(errno.EEXIST)
         meta = new_object_meta("dir", stat.S_IFDIR | stat.S_IMODE(mode), uid, gid, self.now(),
                                self.defaults)
-        self.client.put(self.bucket, key, b"", {"content-type": DIR_CONTENT_TYPE, **meta})
+        etag = self.client.put(self.bucket, key, b"", {"content-type": DIR_CONTENT_TYPE, **meta})
         self.invalidate(path)
-        self.meta.drop_listing(self.parent_of(path))
+        self._put_made(path, "dir", 0, etag, meta, {"content-type": DIR_CONTENT_TYPE})
         self.meta.put_listing(path, [])  # new and empty: lookups inside need no request
+
+    def _put_made(self, path: str, kind: str, size: int, etag: str, meta: dict[str, str],
+                  headers: dict[str, str]) -> None:
+        """Cache what a HEAD of the object just PUT would answer, and add it to the parent's
+        cached listing: libfuse stats a new directory or link for the kernel's reply, which
+        cost a HEAD as a file, a HEAD of the marker and a one-key listing per mkdir before,
+        and the parent's listing went with it."""
+        attr = attr_from_meta(kind, size, self.now(), etag or None, meta, self.defaults)
+        attr.headers = headers
+        self.meta.put(path, attr)
+        self.meta.listing_update(path, attr)
 
     def symlink(self, target: str, path: str, uid: int, gid: int) -> None:
         self.check_writable()
@@ -99,9 +110,10 @@ class S3FileSystem(FileOps):
         if self._exists(path) is not None:
             raise FsError(errno.EEXIST)
         meta = new_object_meta("link", stat.S_IFLNK | 0o777, uid, gid, self.now(), self.defaults)
-        self.client.put(self.bucket, key, target.encode("utf-8", "surrogateescape"), meta)
+        body = target.encode("utf-8", "surrogateescape")
+        etag = self.client.put(self.bucket, key, body, meta)
         self.invalidate(path)
-        self.meta.drop_listing(self.parent_of(path))
+        self._put_made(path, "file", len(body), etag, meta, {})
 
     def readlink(self, path: str) -> str:
         attr = self.lookup_full(path)
@@ -280,7 +292,6 @@ class S3FileSystem(FileOps):
         attr.mtime, attr.mtime_ns = fresh.mtime, fresh.mtime_ns
 
     def attr_from_info_meta(self, attr: Attr, meta: dict[str, str]) -> Attr:
-        from .attrs import attr_from_meta
         return attr_from_meta(attr.kind, attr.size, attr.mtime, attr.etag, meta, self.defaults)
 
     @staticmethod
