@@ -1,7 +1,7 @@
 """Client CPU per HEAD at each HTTP layer (raw socket, http.client, urllib3, with and without
 wire.py) for one pre-signed HEAD of bench1/h1 on $S3_ENDPOINT (keys AK/SK; run bench/head_cpu.py
 first, it creates h1). Usage: python bench/http_layers.py"""
-import os, socket, time, http.client, urllib3
+import os, time, http.client, urllib3
 import botocore.auth, botocore.awsrequest, botocore.credentials
 ep=os.environ['S3_ENDPOINT']; host=ep.split('//')[1]
 creds=botocore.credentials.Credentials('AK','SK')

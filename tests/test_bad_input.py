@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import socket
 import ssl
 import stat
 import subprocess
-import sys
 import threading
 import time
 
@@ -17,7 +15,7 @@ import pytest
 import yaml
 
 import s3mount as s3
-from conftest import ACCESS_KEY, BUCKET, SECRET_KEY, free_port
+from conftest import ACCESS_KEY, BUCKET, SECRET_KEY
 from mountutil import Mount, force_unmount, mounted
 from test_cli import one_line, run
 

@@ -96,7 +96,7 @@ def test_reads_fetch_ranges_and_reuse(seaweed, proxy, store, prefix, workdir):
         print("fetched", fetched, proxy.ranges)
         assert 0 < fetched <= 4 * 1024 * 1024  # a few 1 MiB blocks of a 32 MiB object
         proxy.seen.clear()
-        os.system(f"echo 3 > /proc/sys/vm/drop_caches 2>/dev/null")  # make the kernel ask again
+        os.system("echo 3 > /proc/sys/vm/drop_caches 2>/dev/null")  # make the kernel ask again
         with open(m.path("obj"), "rb") as f:
             f.seek(20 * 1024 * 1024 + 100)
             assert f.read(4096) == data[20 * 1024 * 1024 + 100: 20 * 1024 * 1024 + 4196]

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import s3mount as s3
-from conftest import ACCESS_KEY, BUCKET, SECRET_KEY
+from conftest import ACCESS_KEY, SECRET_KEY
 from mountutil import Mount, force_unmount, mounted
 
 pytestmark = pytest.mark.skipif(shutil.which("s3fs") is None, reason="s3fs not installed")

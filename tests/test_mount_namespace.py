@@ -10,7 +10,7 @@ import time
 import pytest
 
 import s3mount as s3
-from conftest import BUCKET, make_file
+from conftest import BUCKET
 from mountutil import Mount
 
 
