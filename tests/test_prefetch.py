@@ -96,3 +96,50 @@ def test_lookups_whose_metadata_is_wanted_do_not_wait_for_the_listing(store, pre
         for pool in (fs.pool, fs.fetch_pool, fs.upload_pool, fs.list_pool, fs.side_pool):
             pool.shutdown(wait=True)
         cache.close()
+
+
+def test_metadata_wanted_while_the_listing_samples_still_heads_the_rest_ahead(store, prefix,
+                                                                              workdir):
+    """The race a mount test hit now and then: the listing made for the lookups lands when one
+    file's metadata has been read (so it samples), the second getxattr comes while the sample
+    runs, and the next lookups HEAD their own files before the listing is cached. The listing
+    still starts the background HEADs of the rest once it is in (docs/SEMANTICS.md claim 4)."""
+    names = [f"v{i:02d}" for i in range(40)]
+    for i, n in enumerate(names):
+        store.client.put(BUCKET, prefix + "d/" + n, b"x", {"x-amz-meta-state": f"s{i}"})
+    cache = DataCache(os.path.join(workdir, "cache"), capacity=64 * 1024 * 1024)
+    fs = S3FileSystem(store, cache, BUCKET, prefix, defaults=Defaults(uid=0, gid=0),
+                      metadata_ttl=30)
+    sampling, go_on = threading.Event(), threading.Event()
+    real_sample, real_head = fs._sample, fs.client.head
+    headed = []
+
+    def held_sample(*a, **kw):
+        sampling.set()
+        go_on.wait(30)
+        return real_sample(*a, **kw)
+
+    def counting_head(bucket, key, **kw):
+        headed.append(key)
+        return real_head(bucket, key, **kw)
+
+    fs._sample, fs.client.head = held_sample, counting_head
+    try:
+        fs.lookup("/d")
+        assert fs.getxattr("/d/v00", "user.state") == b"s0"  # metadata wanted once
+        fs.lookup("/d/v01")             # the 2nd miss: the listing starts, and samples
+        assert sampling.wait(10)
+        for i in (1, 2, 3):             # wanted twice now; these HEAD their own files
+            assert fs.getxattr(f"/d/v{i:02d}", "user.state") == f"s{i}".encode()
+        go_on.set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(
+                any(k.endswith("/d/" + n) for k in headed) for n in names):
+            time.sleep(0.05)
+        missing = [n for n in names if not any(k.endswith("/d/" + n) for k in headed)]
+        assert not missing, missing
+    finally:
+        go_on.set()
+        for pool in (fs.pool, fs.fetch_pool, fs.upload_pool, fs.list_pool, fs.side_pool):
+            pool.shutdown(wait=True)
+        cache.close()

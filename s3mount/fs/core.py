@@ -313,7 +313,10 @@ class FsCore:
         for _, attr in entries:
             attr.complete = not posix
         full = self.meta.put_listed([(p, a, sampled.get(n)) for p, (n, a) in zip(paths, entries)])
-        if posix:
+        # Asked again now: the sample took a round trip, in which the caller may have read a
+        # file's metadata a second time. Decided before it only, a getxattr loop whose own HEADs
+        # covered its first files would not see the rest HEADed ahead (a flaky test's race).
+        if posix or every_head or (pages is not None and self._meta_is_wanted(path)):
             self.prefetcher.start([(p, a.kind) for p, (_, a), f in zip(paths, entries, full)
                                    if not f][:PREFETCH_LIMIT])
         return entries
