@@ -58,17 +58,28 @@ def test_dropped_and_stale_answers_are_not_handed_out():
     assert p.take("/c") is None
 
 
+def _fs_over_tagged_files(store, prefix, workdir, names):
+    """An in-process fs over SeaweedFS, with d/NAME holding x-amz-meta-state sI for each name."""
+    for i, n in enumerate(names):
+        store.client.put(BUCKET, prefix + "d/" + n, b"x", {"x-amz-meta-state": f"s{i}"})
+    cache = DataCache(os.path.join(workdir, "cache"), capacity=64 * 1024 * 1024)
+    return S3FileSystem(store, cache, BUCKET, prefix, defaults=Defaults(uid=0, gid=0),
+                        metadata_ttl=30), cache
+
+
+def _close(fs, cache):
+    for pool in (fs.pool, fs.fetch_pool, fs.upload_pool, fs.list_pool, fs.side_pool):
+        pool.shutdown(wait=True)
+    cache.close()
+
+
 def test_lookups_whose_metadata_is_wanted_do_not_wait_for_the_listing(store, prefix, workdir):
     """From the LIST_AFTER_MISSES-th cold lookup in a directory, lookups wait for the listing
     made for them, unless files' metadata is wanted there (getxattr of each file in turn):
     each such lookup HEADs its file anyway, so it goes on with its own HEAD instead of
     idling. Here the listing is held back until every getxattr has returned."""
     names = [f"w{i}" for i in range(LIST_AFTER_MISSES + 4)]
-    for i, n in enumerate(names):
-        store.client.put(BUCKET, prefix + "d/" + n, b"x", {"x-amz-meta-state": f"s{i}"})
-    cache = DataCache(os.path.join(workdir, "cache"), capacity=64 * 1024 * 1024)
-    fs = S3FileSystem(store, cache, BUCKET, prefix, defaults=Defaults(uid=0, gid=0),
-                      metadata_ttl=30)
+    fs, cache = _fs_over_tagged_files(store, prefix, workdir, names)
     release, listed = threading.Event(), threading.Event()
     real_list_page = fs.client.list_page
 
@@ -93,9 +104,7 @@ def test_lookups_whose_metadata_is_wanted_do_not_wait_for_the_listing(store, pre
         assert not t.is_alive() and done == [True] * len(names) and not listed.is_set()
     finally:
         release.set()
-        for pool in (fs.pool, fs.fetch_pool, fs.upload_pool, fs.list_pool, fs.side_pool):
-            pool.shutdown(wait=True)
-        cache.close()
+        _close(fs, cache)
 
 
 def test_metadata_wanted_while_the_listing_samples_still_heads_the_rest_ahead(store, prefix,
@@ -105,11 +114,7 @@ def test_metadata_wanted_while_the_listing_samples_still_heads_the_rest_ahead(st
     runs, and the next lookups HEAD their own files before the listing is cached. The listing
     still starts the background HEADs of the rest once it is in (docs/SEMANTICS.md claim 4)."""
     names = [f"v{i:02d}" for i in range(40)]
-    for i, n in enumerate(names):
-        store.client.put(BUCKET, prefix + "d/" + n, b"x", {"x-amz-meta-state": f"s{i}"})
-    cache = DataCache(os.path.join(workdir, "cache"), capacity=64 * 1024 * 1024)
-    fs = S3FileSystem(store, cache, BUCKET, prefix, defaults=Defaults(uid=0, gid=0),
-                      metadata_ttl=30)
+    fs, cache = _fs_over_tagged_files(store, prefix, workdir, names)
     sampling, go_on = threading.Event(), threading.Event()
     real_sample, real_head = fs._sample, fs.client.head
     headed = []
@@ -140,6 +145,4 @@ def test_metadata_wanted_while_the_listing_samples_still_heads_the_rest_ahead(st
         assert not missing, missing
     finally:
         go_on.set()
-        for pool in (fs.pool, fs.fetch_pool, fs.upload_pool, fs.list_pool, fs.side_pool):
-            pool.shutdown(wait=True)
-        cache.close()
+        _close(fs, cache)
