@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 JOURNAL_AHEAD = 32  # blocks (8 MiB of 256 KiB ones)
 RECYCLE_BEHIND = 16 * 1024 * 1024  # kernel readahead arrives a little out of order
-# A random reader's miss of 1 MiB as 4 GETs of 256 KiB at once: 3.1-4.0 ms instead of 4.2-4.7
+# A random reader's miss of 1 MiB as 4 GETs of 256 KiB at once: 3.1-4.0 ms instead of 4.2-5.3
 # on SeaweedFS here (bench/README.md, "Random 1 MiB reads").
 OWN_STREAMS = 4
 LARGE_READ_BLOCKS = 3  # random misses of this many blocks on average are large reads (_random_miss)

@@ -316,7 +316,7 @@ class FsCore:
         # Asked again now: the sample took a round trip, in which the caller may have read a
         # file's metadata a second time. Decided before it only, a getxattr loop whose own HEADs
         # covered its first files would not see the rest HEADed ahead (a flaky test's race).
-        if posix or every_head or (pages is not None and self._meta_is_wanted(path)):
+        if posix or (pages is not None and self._meta_is_wanted(path)):
             self.prefetcher.start([(p, a.kind) for p, (_, a), f in zip(paths, entries, full)
                                    if not f][:PREFETCH_LIMIT])
         return entries
