@@ -382,11 +382,11 @@ def test_large_random_reads_fetch_in_parallel_and_fill_late():
 
     assert entry.read(5 * MiB, MiB, fetch, pool) == src[5 * MiB:6 * MiB]
     first[0] = False
-    # 1 MiB slots 17 MiB apart (mod 64): never near the last read, so never sequential
     assert sorted(calls) == [(5 * MiB + i * cache.block_size, cache.block_size)
                              for i in range(OWN_STREAMS)]
     nblocks = size // cache.block_size
     reads, fetched = 1, OWN_STREAMS
+    # 1 MiB slots 17 MiB apart (mod 64): never near the last read, so never sequential
     while 3 * fetched < nblocks:  # under a third fetched: no fill
         assert entry.fill_next == -1, reads
         off = (5 + 17 * reads) % 64 * MiB

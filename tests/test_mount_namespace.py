@@ -26,15 +26,14 @@ def test_mkdir_writes_marker(mount, store, prefix):
 def test_new_directory_and_link_need_no_request_to_stat(mount, store, prefix):
     """SEMANTICS 2 and 13: libfuse stats what mkdir and symlink made for the kernel's reply;
     that stat, and the caller's own, come from the PUT's answer: no HEAD, no listing."""
-    from s3mount.stats import fetch
+    from test_mount_listing import _delta, _requests
     os.listdir(mount.mnt)  # the parent's listing answers the lookups of the new names
-    before = fetch(mount.mnt)["requests"]
+    before = _requests(mount)
     os.mkdir(mount.path("fresh"), 0o750)
     st = os.stat(mount.path("fresh"))
     os.symlink("somewhere", mount.path("ln"))
     lst = os.lstat(mount.path("ln"))
-    after = fetch(mount.mnt)["requests"]
-    got = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    got = _delta(before, _requests(mount))
     assert got == {"PutObject": 2}, got
     assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o750
     assert stat.S_ISLNK(lst.st_mode) and lst.st_size == len("somewhere")
